@@ -1,0 +1,515 @@
+"""The sans-I/O core: interface and group state machines and the bookkeeping
+of where every data address is.
+
+Core.handle(event) takes one event (events.py) and returns the actions to
+carry out, in order. It never reads the clock itself: the clock is a
+callable given to the constructor, so tests drive it by hand. The core's
+belief of where each address is (`where`) is updated as it emits actions;
+adapters report only changes made by others, and failures.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Iterable
+
+from . import policy, timing
+from .config import Address, Config, GroupConfig, InterfaceConfig
+from .detect import LinkWatcher
+from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
+                     AddressRemoved, Announce, ConfigReloaded, Event, LinkChanged, LinkInfo,
+                     LinkRemoved, Log, MoveAddress, PrepareInterface, ReleaseInterface,
+                     RemoveAddress, Resynced, Started, StateChanged, Tick)
+
+
+class Nic:
+    """One NIC of a group, as the core sees it."""
+
+    def __init__(self, cfg: InterfaceConfig):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.standby = cfg.standby
+        self.index: int | None = None
+        self.mac: str | None = None
+        self.link = LinkWatcher()
+        self.failed = False          # the verdicts say it does not pass traffic
+        self.offline = False         # taken out of service by the operator
+        self.inactive = False        # functioning but kept out of use (standby, FAILBACK=no)
+        self.repair_held_until: float | None = None   # link-flap damping
+
+    @property
+    def present(self) -> bool:
+        return self.index is not None
+
+    @property
+    def functioning(self) -> bool:
+        return self.present and not self.failed and not self.offline
+
+    @property
+    def active(self) -> bool:
+        return self.functioning and not self.inactive
+
+    @property
+    def probing(self) -> bool:
+        return bool(self.cfg.test or self.cfg.test_link_local)
+
+    def probe_state(self) -> str:
+        if not self.probing or self.offline:
+            return "disabled"
+        return "failed" if self.failed else "unknown"
+
+    def state(self) -> str:
+        if self.offline:
+            return "offline"
+        if self.failed or not self.present:
+            return "failed"
+        return "unknown" if self.probe_state() == "unknown" else "ok"
+
+
+class Group:
+    def __init__(self, cfg: GroupConfig, nics: list[Nic]):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.nics = nics
+        self.state: str | None = None  # unknown until the first settle
+        self.unusable_logged = False
+
+    def home(self) -> dict[Address, str | None]:
+        out: dict[Address, str | None] = {}
+        for nic in self.nics:
+            for a in nic.cfg.data:
+                out[a] = nic.name
+        for a in self.cfg.data:
+            out[a] = None
+        return out
+
+
+def _family(addr: Address) -> str:
+    return "IPv4" if addr.version == 4 else "IPv6"
+
+
+class Core:
+    def __init__(self, config: Config, clock: Callable[[], float]):
+        self.clock = clock
+        self.config = config
+        self.groups: list[Group] = []
+        self.nics: dict[str, Nic] = {}
+        self.where: dict[Address, str | None] = {}          # data address -> NIC holding it
+        self.tests_present: set[tuple[str, Address]] = set()
+        self.counters: dict[str, int] = defaultdict(int)
+        self._out: list[Action] = []
+        self._summary = ""
+        self._build(config)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _build(self, config: Config) -> None:
+        for gcfg in config.groups:
+            nics = [Nic(i) for i in gcfg.interfaces]
+            self.groups.append(Group(gcfg, nics))
+            for nic in nics:
+                self.nics[nic.name] = nic
+        self.addr_group: dict[Address, Group] = {}
+        self.by_ip: dict = {}
+        for g in self.groups:
+            for addr in g.home():
+                self.where[addr] = None
+                self.addr_group[addr] = g
+                self.by_ip[addr.ip] = addr
+        self._stranded: set[Address] = set()
+
+    def _log(self, level: int, text: str, kind: str, group: str | None = None,
+             ifname: str | None = None) -> None:
+        self._out.append(Log(level, text, kind, group, ifname))
+
+    def group_of(self, nic: Nic) -> Group:
+        return next(g for g in self.groups if nic in g.nics)
+
+    def _managed(self, addr: Address) -> Address | None:
+        """The configured data address with the same IP as `addr`, if any."""
+        return self.by_ip.get(addr.ip)
+
+    def next_deadline(self) -> float | None:
+        held = [n.repair_held_until for n in self.nics.values() if n.repair_held_until is not None]
+        return min(held) if held else None
+
+    # ------------------------------------------------------------ events
+
+    def handle(self, event: Event) -> list[Action]:
+        self._out = []
+        match event:
+            case Started():
+                self._start(event)
+            case Resynced():
+                self._resync(event.links, event.addresses)
+            case LinkChanged():
+                self._link_changed(event.link)
+            case LinkRemoved():
+                self._link_removed(event.name, event.index)
+            case AddressAdded():
+                self._address_added(event.ifname, event.address)
+            case AddressRemoved():
+                self._address_removed(event.ifname, event.address)
+            case Tick():
+                self._tick()
+            case ActionFailed():
+                self._log(ERR, f"could not carry out {event.action}: {event.error}", "action_failed")
+            case ConfigReloaded():
+                raise NotImplementedError("reload")
+        self._settle()
+        out, self._out = self._out, []
+        return out
+
+    def _start(self, ev: Started) -> None:
+        for link in ev.links:
+            nic = self.nics.get(link.name)
+            if nic is not None:
+                self._attach(nic, link)
+        observed = self._learn_addresses(ev.addresses)
+        for nic in self.nics.values():
+            # Not working at start: failed before any activation is decided.
+            # A missing NIC is reported when its addresses are placed.
+            if nic.present and not self._works(nic):
+                group = self.group_of(nic).name
+                self._log(ERR, f"The link has gone down on {nic.name}", "link_down", group, nic.name)
+                self._log(ERR, f"IP interface failure detected on {nic.name} of group {group}",
+                          "failure", group, nic.name)
+            nic.failed = not self._works(nic)
+        failback = self.config.defaults.failback
+        for g in self.groups:
+            # Adopt what the kernel shows: a functioning NIC that holds data
+            # addresses is active, so that a restart moves nothing healthy.
+            hosting = {nic for addrs in observed.values() for nic in addrs}
+            for nic in g.nics:
+                if nic.functioning and nic.name in hosting:
+                    nic.inactive = False
+            for nic in g.nics:
+                if not nic.functioning or nic.name in hosting:
+                    continue
+                elsewhere = any(observed.get(a) and nic.name not in observed[a]
+                                and self.nics[observed[a][0]].functioning for a in nic.cfg.data)
+                if not nic.standby and not failback and elsewhere:
+                    nic.inactive = True      # it was repaired under FAILBACK=no before the restart
+                else:
+                    policy.transition_to_running(g.nics, nic, repair=False, failback=failback)
+            policy.ensure_one_active(g.nics)
+
+    def _resync(self, links: Iterable[LinkInfo], addresses: Iterable[tuple[str, Address]]) -> None:
+        by_name = {link.name: link for link in links}
+        for nic in self.nics.values():
+            link = by_name.get(nic.name)
+            if link is None and nic.present:
+                self._link_removed(nic.name, nic.index)  # type: ignore[arg-type]
+            elif link is not None:
+                self._link_changed(link)
+        self._learn_addresses(addresses)
+
+    def _learn_addresses(self, addresses: Iterable[tuple[str, Address]]) -> dict[Address, list[str]]:
+        """Take the kernel's word for where managed addresses are. Copies of a
+        data address on several NICs are removed but for one."""
+        observed: dict[Address, list[str]] = defaultdict(list)
+        self.tests_present = set()
+        for ifname, kaddr in addresses:
+            nic = self.nics.get(ifname)
+            if nic is not None and any(kaddr.ip == t.ip for t in nic.cfg.test):
+                self.tests_present.add((ifname, next(t for t in nic.cfg.test if t.ip == kaddr.ip)))
+                continue
+            addr = self._managed(kaddr)
+            if addr is None:
+                continue
+            group = self.addr_group[addr]
+            if nic is None or nic not in group.nics:
+                self._log(WARNING, f"data address {addr} of group {group.name} is on {ifname}, "
+                                   f"which is not in the group; leaving it there", "foreign_nic",
+                          group.name, ifname)
+                continue
+            observed[addr].append(ifname)
+        for addr in self.where:
+            holders = observed.get(addr, [])
+            keep = next((n for n in holders if self.nics[n].active), holders[0] if holders else None)
+            self.where[addr] = keep
+            for other in holders:
+                if other != keep:
+                    self._remove_duplicate(addr, other, keep)  # type: ignore[arg-type]
+        return observed
+
+    def _attach(self, nic: Nic, link: LinkInfo) -> str | None:
+        """Record a NIC's link; return 'up' or 'down' if its carrier changed."""
+        if nic.index != link.index:
+            if nic.present:                    # re-plugged under the same name: a new device
+                self._detach(nic)
+            nic.index, nic.mac = link.index, link.mac
+            self._out.append(PrepareInterface(nic.name, link.index, link.mac,
+                                              tuple(self.group_of(nic).home())))
+        nic.mac = link.mac
+        return nic.link.observe(link.running)
+
+    def _detach(self, nic: Nic) -> None:
+        """The device is gone and took its addresses with it."""
+        nic.index = None
+        nic.link = LinkWatcher()
+        for addr, holder in self.where.items():
+            if holder == nic.name:
+                self.where[addr] = None
+        self.tests_present = {t for t in self.tests_present if t[0] != nic.name}
+        self._out.append(ReleaseInterface(nic.name))
+
+    def _link_changed(self, link: LinkInfo) -> None:
+        nic = self.nics.get(link.name)
+        if nic is None:
+            return
+        group = self.group_of(nic).name
+        appeared = not nic.present or nic.index != link.index
+        if appeared:
+            self._log(INFO, f"IP interface {nic.name} of group {group} is present (index {link.index})",
+                      "nic_added", group, nic.name)
+        change = self._attach(nic, link)
+        if change == "down":
+            self._log(ERR, f"The link has gone down on {nic.name}", "link_down", group, nic.name)
+        elif change == "up":
+            self._log(ERR, f"The link has come up on {nic.name}", "link_up", group, nic.name)
+            self._check_flapping(nic)
+
+    def _check_flapping(self, nic: Nic) -> None:
+        now = self.clock()
+        if not nic.probing:
+            until = nic.link.flap_hold_until(now)
+            if until is not None and nic.failed:
+                nic.repair_held_until = until
+                self._log(ERR, f"The link has come up on {nic.name} more than "
+                               f"{timing.LINK_UP_PERMIN} times in the last minute; disabling repair "
+                               f"until it stabilizes", "flapping", self.group_of(nic).name, nic.name)
+        nic.link.record_up(now)
+
+    def _link_removed(self, name: str, index: int) -> None:
+        nic = self.nics.get(name)
+        if nic is None or nic.index != index:
+            return
+        group = self.group_of(nic).name
+        self._log(ERR, f"IP interface {nic.name} of group {group} has been removed from kernel",
+                  "nic_removed", group, nic.name)
+        self._detach(nic)
+
+    def _address_added(self, ifname: str, kaddr: Address) -> None:
+        nic = self.nics.get(ifname)
+        if nic is not None:
+            for t in nic.cfg.test:
+                if t.ip == kaddr.ip:
+                    self.tests_present.add((ifname, t))
+                    return
+        addr = self._managed(kaddr)
+        if addr is None:
+            return
+        holder = self.where[addr]
+        if holder == ifname:
+            return
+        group = self.addr_group[addr]
+        if holder is None and nic is not None and nic in group.nics:
+            self.where[addr] = ifname          # someone put it back for us; adopt it
+            return
+        if nic is None or nic not in group.nics:
+            self._log(WARNING, f"data address {addr} of group {group.name} was added on {ifname}, "
+                               f"which is not in the group; leaving it there", "foreign_nic",
+                      group.name, ifname)
+            return
+        self._remove_duplicate(addr, ifname, holder)
+
+    def _remove_duplicate(self, addr: Address, ifname: str, holder: str | None) -> None:
+        group = self.addr_group[addr].name
+        self._log(WARNING, f"data address {addr} appeared on {ifname} while {holder} holds it; "
+                           f"removing it from {ifname}", "duplicate_removed", group, ifname)
+        self._out.append(RemoveAddress(ifname, addr))
+
+    def _address_removed(self, ifname: str, kaddr: Address) -> None:
+        nic = self.nics.get(ifname)
+        if nic is not None:
+            for t in nic.cfg.test:
+                if t.ip == kaddr.ip and (ifname, t) in self.tests_present:
+                    self.tests_present.discard((ifname, t))
+                    self._log(WARNING, f"test address {t} was removed from {ifname} by another "
+                                       f"program; putting it back", "address_restored",
+                              self.group_of(nic).name, ifname)
+                    return
+        addr = self._managed(kaddr)
+        if addr is None or self.where[addr] != ifname:
+            return
+        self.where[addr] = None
+        group = self.addr_group[addr].name
+        self._log(WARNING, f"data address {addr} was removed from {ifname} by another program; "
+                           f"putting it back", "address_restored", group, ifname)
+
+    def _tick(self) -> None:
+        now = self.clock()
+        for nic in self.nics.values():
+            if nic.repair_held_until is not None and now >= nic.repair_held_until:
+                nic.repair_held_until = None
+
+    # --------------------------------------------------- verdicts and policy
+
+    def _works(self, nic: Nic) -> bool:
+        """The combined verdict of the watchers."""
+        return (nic.present and nic.link.state != "down" and nic.repair_held_until is None)
+
+    def _settle(self) -> None:
+        """Apply verdict changes, then place addresses, then report."""
+        failback = self.config.defaults.failback
+        for g in self.groups:
+            for nic in g.nics:
+                works = self._works(nic)
+                if works and nic.failed:
+                    nic.failed = False
+                    self.counters["repairs"] += 1
+                    self._log(ERR, f"IP interface repair detected on {nic.name} of group {g.name}",
+                              "repair", g.name, nic.name)
+                    if not nic.offline:
+                        policy.transition_to_running(g.nics, nic, repair=True, failback=failback)
+                elif not works and not nic.failed:
+                    was_active = nic.active
+                    nic.failed, nic.inactive = True, False
+                    self.counters["failures"] += 1
+                    self._log(ERR, f"IP interface failure detected on {nic.name} of group {g.name}",
+                              "failure", g.name, nic.name)
+                    if was_active:
+                        policy.activate_another(g.nics, nic)
+            policy.ensure_one_active(g.nics)
+            self._place(g)
+            self._refresh_group_state(g)
+        self._install_test_addresses()
+        summary = self.summary()
+        if summary != self._summary:
+            self._summary = summary
+            self._out.append(StateChanged(summary))
+
+    def _place(self, g: Group) -> None:
+        home = g.home()
+        desired = policy.place(g.nics, home, self.where)
+        moves: dict[tuple[str | None, str], list[Address]] = defaultdict(list)
+        stranded: list[Address] = []
+        for addr in home:
+            cur, want = self.where[addr], desired.get(addr)
+            if want is None:
+                if cur is None:
+                    stranded.append(addr)
+                continue
+            if cur == want:
+                continue
+            if cur is None:
+                self._out.append(AddAddress(want, addr))
+            else:
+                self._out.append(MoveAddress(addr, cur, want, src_failed=not self.nics[cur].functioning))
+            self._out.append(Announce(want, addr))
+            self.where[addr] = want
+            moves[(cur, want)].append(addr)
+        for (src, dst), addrs in moves.items():
+            listing = ", ".join(str(a) for a in addrs)
+            if src is None:
+                self._log_restored(g, dst, addrs)
+            elif all(home[a] == dst for a in addrs) and self.nics[src].functioning:
+                self.counters["failbacks"] += 1
+                self._log(ERR, f"Successfully failed back to NIC {dst} ({listing})", "failback",
+                          g.name, dst)
+            elif not self.nics[src].functioning:
+                self.counters["failovers"] += 1
+                self._log(ERR, f"Successfully failed over from NIC {src} to NIC {dst} ({listing})",
+                          "failover", g.name, src)
+            else:
+                self._log(INFO, f"moved {listing} from NIC {src} to NIC {dst} to balance group "
+                                f"{g.name}", "rebalance", g.name, dst)
+        newly = [a for a in stranded if a not in self._stranded]
+        self._stranded = (self._stranded - set(home)) | set(stranded)
+        by_family: dict[str, list[str]] = defaultdict(list)
+        for a in newly:
+            entry = f"{home[a] or g.name} (couldn't move; no alternative interface)"
+            if entry not in by_family[_family(a)]:
+                by_family[_family(a)].append(entry)
+        for fam, entries in by_family.items():
+            self._log(ERR, f"moving addresses from missing {fam} interfaces: {', '.join(entries)}",
+                      "missing_stranded", g.name)
+
+    def _log_restored(self, g: Group, dst: str, addrs: list[Address]) -> None:
+        """Addresses that were nowhere: their NIC is missing, or someone
+        deleted them. Missing NICs get the Solaris boot message."""
+        by_family: dict[str, list[str]] = defaultdict(list)
+        plain: list[Address] = []
+        home = g.home()
+        for a in addrs:
+            h = home[a]
+            if h is not None and not self.nics[h].present:
+                entry = f"{h} (moved to {dst})"
+                if entry not in by_family[_family(a)]:
+                    by_family[_family(a)].append(entry)
+            else:
+                plain.append(a)
+        for fam, entries in by_family.items():
+            self._log(ERR, f"moving addresses from missing {fam} interfaces: {', '.join(entries)}",
+                      "missing_moved", g.name, dst)
+        if plain:
+            self._log(INFO, f"data address {', '.join(str(a) for a in plain)} placed on NIC {dst}",
+                      "address_placed", g.name, dst)
+
+    def _refresh_group_state(self, g: Group) -> None:
+        state = policy.group_state(g.nics)
+        if state == g.state:
+            return
+        previous, g.state = g.state, state
+        if state == "failed" and not g.unusable_logged:
+            g.unusable_logged = True
+            self._log(ERR, f"All IP interfaces in group {g.name} are now unusable", "group_failed", g.name)
+        elif state != "failed" and g.unusable_logged:
+            g.unusable_logged = False
+            usable = [n for n in g.nics if n.functioning]
+            self._log(ERR, f"At least 1 IP interface ({usable[-1].name}) in group {g.name} is now usable",
+                      "group_usable", g.name, usable[-1].name)
+
+    def _install_test_addresses(self) -> None:
+        for nic in self.nics.values():
+            if not nic.present:
+                continue
+            for t in nic.cfg.test:
+                if (nic.name, t) not in self.tests_present:
+                    self.tests_present.add((nic.name, t))
+                    self._out.append(AddAddress(nic.name, t, test=True))
+
+    # ------------------------------------------------------------ reports
+
+    def summary(self) -> str:
+        """One line for sd_notify STATUS=, e.g. '1 group ok, 1 degraded: eth1 failed'."""
+        counts: dict[str | None, int] = defaultdict(int)
+        bad: list[str] = []
+        for g in self.groups:
+            counts[g.state] += 1
+            bad += [f"{n.name} {n.state()}" for n in g.nics if n.state() in ("failed", "offline")]
+        items = [(counts[s], s) for s in ("ok", "degraded", "failed") if counts[s]]
+        if not items:
+            return "no groups"
+        noun = "group" if items[0][0] == 1 else "groups"
+        text = ", ".join(f"{c} {noun + ' ' if i == 0 else ''}{s}" for i, (c, s) in enumerate(items))
+        return text + (": " + ", ".join(bad) if bad else "")
+
+    def status(self) -> dict:
+        groups, interfaces, addresses, targets = [], [], [], []
+        for g in self.groups:
+            groups.append({
+                "name": g.name, "state": g.state, "fdt_ms": self.config.defaults.fdt_ms,
+                "interfaces": [n.name for n in g.nics],
+                "active": [n.name for n in g.nics if n.active],
+                "inactive": [n.name for n in g.nics if n.functioning and n.inactive],
+                "unusable": [n.name for n in g.nics if not n.functioning],
+            })
+            for n in g.nics:
+                interfaces.append({
+                    "name": n.name, "group": g.name, "state": n.state(), "active": n.active,
+                    "standby": n.standby, "inactive": n.functioning and n.inactive,
+                    "link": n.link.state if n.present else "unknown", "probe": n.probe_state(),
+                    "present": n.present, "offline": n.offline, "mac": n.mac,
+                })
+                mode = "disabled" if not n.probing else ("static" if g.cfg.targets else "multicast")
+                targets.append({"interface": n.name, "mode": mode,
+                                "testaddr": [str(t.ip) for t in n.cfg.test]
+                                + (["link-local"] if n.cfg.test_link_local else []),
+                                "targets": [str(t) for t in g.cfg.targets] if n.probing else []})
+            for addr, home in g.home().items():
+                addresses.append({"address": str(addr), "group": g.name, "home": home,
+                                  "interface": self.where[addr]})
+        return {"groups": groups, "interfaces": interfaces, "addresses": addresses,
+                "targets": targets, "counters": dict(self.counters), "summary": self.summary()}

@@ -1,0 +1,165 @@
+"""ipmpctl: what the daemon sees, in ipmpstat's layouts, or as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Callable
+
+from . import control
+from .cli import OneLineParser
+
+Row = dict
+Field = tuple[str, int, Callable[[Row], str]]
+
+
+def _interfaces_cell(g: Row) -> str:
+    parts = list(g["active"])
+    if g["inactive"]:
+        parts.append("(" + " ".join(g["inactive"]) + ")")
+    if g["unusable"]:
+        parts.append("[" + " ".join(g["unusable"]) + "]")
+    return " ".join(parts)
+
+
+def _flags(i: Row) -> str:
+    # ipmpstat's 7 positions: i s m b M d h. The multicast/broadcast nominee
+    # letters (m b M) do not apply on Linux and stay '-'.
+    return "".join([
+        "i" if i["inactive"] else "-",
+        "s" if i["standby"] else "-",
+        "---",
+        "d" if not i["present"] else "-",
+        "h" if i.get("hwaddrdup") else "-",
+    ])
+
+
+# name, width, value: ipmpstat's fields and widths (illumos ipmpstat.c).
+VIEWS: dict[str, tuple[str, list[Field]]] = {
+    "groups": ("groups", [
+        ("GROUP", 12, lambda g: g["name"]),
+        ("STATE", 10, lambda g: g["state"]),
+        ("FDT", 10, lambda g: f"{g['fdt_ms'] / 1000:.2f}s"),
+        ("INTERFACES", 30, _interfaces_cell),
+    ]),
+    "interfaces": ("interfaces", [
+        ("INTERFACE", 12, lambda i: i["name"]),
+        ("ACTIVE", 8, lambda i: "yes" if i["active"] else "no"),
+        ("GROUP", 12, lambda i: i["group"] or ""),
+        ("FLAGS", 10, _flags),
+        ("LINK", 10, lambda i: i["link"]),
+        ("PROBE", 10, lambda i: i["probe"]),
+        ("STATE", 10, lambda i: i["state"]),
+    ]),
+    "addresses": ("addresses", [
+        ("ADDRESS", 26, lambda a: a["address"]),
+        ("STATE", 7, lambda a: "up" if a["interface"] else "down"),
+        ("GROUP", 12, lambda a: a["group"]),
+        ("INBOUND", 12, lambda a: a["interface"] or ""),
+        ("OUTBOUND", 12, lambda a: a["interface"] or ""),
+        ("HOME", 12, lambda a: a["home"] or ""),
+    ]),
+    "targets": ("targets", [
+        ("INTERFACE", 12, lambda t: t["interface"]),
+        ("MODE", 10, lambda t: t["mode"] if t["mode"] != "disabled" else "disabled"),
+        ("TESTADDR", 20, lambda t: " ".join(t["testaddr"])),
+        ("TARGETS", 38, lambda t: " ".join(t["targets"])),
+    ]),
+}
+
+
+def select_fields(view: str, spec: str | None, parsable: bool) -> list[Field]:
+    fields = VIEWS[view][1]
+    if spec is None:
+        if parsable:
+            raise ValueError("output fields must be specified in parsable mode (-o)")
+        return fields
+    names = [s.strip().upper() for s in spec.split(",") if s.strip()]
+    if names == ["ALL"]:
+        if parsable:
+            raise ValueError("output field 'all' invalid in parsable mode")
+        return fields
+    by_name = {f[0]: f for f in fields}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown output field{'s' if len(unknown) > 1 else ''} for {view}: "
+                         f"{', '.join(n.lower() for n in unknown)} "
+                         f"(choose from {', '.join(f[0].lower() for f in fields)})")
+    return [by_name[n] for n in names]
+
+
+def render(rows: list[Row], fields: list[Field], parsable: bool) -> list[str]:
+    """ipmpstat's output rules: in human mode fields are padded to their
+    width, the last is not, and an empty value is '--'. In parsable mode
+    values are ':'-separated with ':' and '\\' escaped when there is more
+    than one field."""
+    lines = []
+    if not parsable:
+        lines.append(_human([f[0] for f in fields], fields))
+    for row in rows:
+        values = [f[2](row) for f in fields]
+        if parsable:
+            if len(values) > 1:
+                values = [v.replace("\\", "\\\\").replace(":", "\\:") for v in values]
+            lines.append(":".join(values))
+        else:
+            lines.append(_human([v or "--" for v in values], fields))
+    return lines
+
+
+def _human(values: list[str], fields: list[Field]) -> str:
+    out, overflow = "", 0
+    for i, (value, (_, width, _)) in enumerate(zip(values, fields)):
+        if i == len(fields) - 1:
+            out += value
+        else:
+            pad = max(width - overflow, 0)
+            cell = value.ljust(pad) if len(value) < pad else value + " "
+            overflow += len(cell) - width
+            overflow = max(overflow, 0)
+            out += cell
+    return out
+
+
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog="ipmpctl", description="Show and control mpathd (IPMP for Linux)")
+    p.add_argument("--control", default=control.DEFAULT_PATH, metavar="SOCKET",
+                   help=f"the daemon's control socket (default {control.DEFAULT_PATH})")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for name, text in (("status", "every view"), ("groups", "groups (ipmpstat -g)"),
+                       ("interfaces", "interfaces (ipmpstat -i)"),
+                       ("addresses", "data addresses (ipmpstat -a)"),
+                       ("targets", "probe targets (ipmpstat -t)")):
+        s = sub.add_parser(name, help=f"show {text}")
+        s.add_argument("--json", action="store_true", help="print JSON")
+        if name != "status":
+            s.add_argument("-o", dest="fields", metavar="FIELD[,FIELD...]", help="fields to show")
+            s.add_argument("-P", dest="parsable", action="store_true",
+                           help="parsable output (needs -o)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    fields_spec, parsable = getattr(args, "fields", None), getattr(args, "parsable", False)
+    views = list(VIEWS) if args.cmd == "status" else [args.cmd]
+    try:
+        chosen = {v: select_fields(v, fields_spec, parsable) for v in views}
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        status = control.request(args.control, "status")
+    except control.ControlError as e:
+        print(f"ipmpctl: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status if args.cmd == "status" else status[VIEWS[args.cmd][0]], indent=2))
+        return 0
+    blocks = ["\n".join(render(status[VIEWS[v][0]], chosen[v], parsable)) for v in views]
+    print("\n\n".join(blocks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""mpathd: the main loop. It wires the adapters (netlink, announcements,
+control socket, signals) to the core and carries out the core's actions.
+It decides nothing itself.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import sys
+import time
+
+from . import config as configmod
+from . import control
+from .cli import OneLineParser
+from .core import Core
+from .events import (ActionFailed, AddAddress, Announce, Event, Log, MoveAddress,
+                     PrepareInterface, ReleaseInterface, RemoveAddress, Resynced, Started,
+                     StateChanged, Tick)
+from .log import emit, log, setup
+
+
+class Daemon:
+    def __init__(self, cfg: configmod.Config, control_path: str):
+        # scapy is imported here, once, and never on an event.
+        from .announce import Announcer
+        from .kernel import Kernel
+        self.kernel = Kernel()
+        self.announcer = Announcer()
+        self.core = Core(cfg, time.monotonic)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.kernel, selectors.EVENT_READ, self._netlink)
+        self.control = control.ControlServer(control_path, self._request, self.sel)
+        self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.sel.register(self._signal_r, selectors.EVENT_READ, self._signals)
+        self.stopping = False
+
+    # ----------------------------------------------------------- the loop
+
+    def run(self) -> int:
+        signal.set_wakeup_fd(self._signal_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: None)      # the wakeup fd carries the number
+        self.dispatch(Started(*self.kernel.snapshot()))
+        log.info("mpathd ready: %s", self.core.summary())
+        try:
+            while not self.stopping:
+                deadlines = [d for d in (self.core.next_deadline(), self.control.next_deadline())
+                             if d is not None]
+                timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+                for key, _ in self.sel.select(timeout):
+                    key.data()
+                self.control.expire()
+                deadline = self.core.next_deadline()
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.dispatch(Tick())
+        finally:
+            self.control.close()
+            self.kernel.close()
+        log.info("mpathd stopped; data addresses left where they are")
+        return 0
+
+    def _signals(self) -> None:
+        for signo in os.read(self._signal_r, 64):
+            if signo in (signal.SIGTERM, signal.SIGINT):
+                self.stopping = True
+            elif signo == signal.SIGHUP:
+                log.warning("SIGHUP: reload is not supported yet; configuration unchanged")
+
+    def _netlink(self) -> None:
+        for event in self.kernel.read():
+            self.dispatch(event)
+
+    def _request(self, req: dict, peer: control.Peer) -> dict:
+        cmd = req["cmd"]
+        if cmd == "ping":
+            return {}
+        if cmd == "status":
+            return self.core.status()
+        raise control.ControlError(f"unknown command {cmd!r}")
+
+    # --------------------------------------------------------- the actions
+
+    def dispatch(self, event: Event) -> None:
+        pending = [event]
+        while pending:
+            for action in self.core.handle(pending.pop(0)):
+                failure = self.execute(action)
+                if failure is not None:
+                    pending.append(failure)
+                    pending.append(Resynced(*self.kernel.snapshot()))
+
+    def execute(self, action) -> ActionFailed | None:
+        try:
+            match action:
+                case Log():
+                    emit(action)
+                case MoveAddress():
+                    self.kernel.move_address(action)
+                case Announce():
+                    self.announcer.send(action.ifname, action.address)
+                case AddAddress():
+                    self.kernel.add_address(action)
+                case RemoveAddress():
+                    self.kernel.remove_address(action)
+                case PrepareInterface():
+                    self.kernel.prepare(action.ifname)
+                    self.announcer.open(action.ifname, action.mac, action.addresses)
+                case ReleaseInterface():
+                    self.announcer.close(action.ifname)
+                case StateChanged():
+                    pass
+        except Exception as e:                       # noqa: BLE001 -- reported to the core
+            log.debug("action %s failed", action, exc_info=True)
+            return ActionFailed(action, f"{type(e).__name__}: {e}")
+        return None
+
+
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog="mpathd", description="IP network multipathing daemon")
+    p.add_argument("--defaults", default=configmod.DEFAULTS_PATH, metavar="FILE",
+                   help=f"tunables file (default {configmod.DEFAULTS_PATH})")
+    p.add_argument("--config", default=configmod.GROUPS_PATH, metavar="FILE",
+                   help=f"groups file (default {configmod.GROUPS_PATH})")
+    p.add_argument("--control", default=control.DEFAULT_PATH, metavar="SOCKET",
+                   help=f"control socket (default {control.DEFAULT_PATH})")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup(args.verbose)
+    try:
+        cfg = configmod.load(args.defaults, args.config,
+                             defaults_optional=args.defaults == configmod.DEFAULTS_PATH)
+    except configmod.ConfigError as e:
+        print(f"mpathd: {e}", file=sys.stderr)
+        return 2
+    for warning in cfg.warnings:
+        log.warning("%s", warning)
+    try:
+        daemon = Daemon(cfg, args.control)
+    except OSError as e:
+        print(f"mpathd: {e}", file=sys.stderr)
+        return 1
+    return daemon.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""What goes into the core (events) and what comes out of it (actions).
+
+These are plain values: the core never touches a socket, and the adapters
+never decide anything. Addresses are ipaddress interface objects
+(ADDR/PREFIX), interface names are strings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .config import Address, Config
+
+
+# ------------------------------------------------------------------ events
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """A NIC as the kernel describes it in RTM_NEWLINK."""
+    name: str
+    index: int
+    mac: str | None
+    running: bool              # IFF_RUNNING: carrier present and admin up
+    loopback_or_p2p: bool = False
+
+
+@dataclass(frozen=True)
+class Started:
+    """The kernel's state at start-up: every link and every address."""
+    links: tuple[LinkInfo, ...]
+    addresses: tuple[tuple[str, Address], ...]
+
+
+@dataclass(frozen=True)
+class Resynced:
+    """A fresh dump of the kernel's state, after netlink overflowed or an
+    action failed: the core re-learns where every address really is."""
+    links: tuple[LinkInfo, ...]
+    addresses: tuple[tuple[str, Address], ...]
+
+
+@dataclass(frozen=True)
+class LinkChanged:
+    link: LinkInfo
+
+
+@dataclass(frozen=True)
+class LinkRemoved:
+    name: str
+    index: int
+
+
+@dataclass(frozen=True)
+class AddressAdded:
+    """An address appeared that mpathd did not add itself."""
+    ifname: str
+    address: Address
+
+
+@dataclass(frozen=True)
+class AddressRemoved:
+    """An address vanished that mpathd did not remove itself."""
+    ifname: str
+    address: Address
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time has passed; the core's next_deadline() has been reached."""
+
+
+@dataclass(frozen=True)
+class ConfigReloaded:
+    config: Config
+
+
+@dataclass(frozen=True)
+class ActionFailed:
+    """An adapter could not carry out an action; error is its reason."""
+    action: "Action"
+    error: str
+
+
+Event = (Started | Resynced | LinkChanged | LinkRemoved | AddressAdded | AddressRemoved | Tick
+         | ConfigReloaded | ActionFailed)
+
+
+# ----------------------------------------------------------------- actions
+
+@dataclass(frozen=True)
+class PrepareInterface:
+    """A group NIC is present: set its sysctls, open its send socket and
+    build the announcements of every data address it may come to hold."""
+    ifname: str
+    index: int
+    mac: str | None
+    addresses: tuple[Address, ...]
+
+
+@dataclass(frozen=True)
+class ReleaseInterface:
+    """A NIC is gone or left every group: close what was opened for it."""
+    ifname: str
+
+
+@dataclass(frozen=True)
+class AddAddress:
+    ifname: str
+    address: Address
+    test: bool = False         # test addresses are installed so that the kernel never picks them
+
+
+@dataclass(frozen=True)
+class RemoveAddress:
+    ifname: str
+    address: Address
+
+
+@dataclass(frozen=True)
+class MoveAddress:
+    """Make-before-break: add on dst, re-point routes, delete from src."""
+    address: Address
+    src: str
+    dst: str
+    src_failed: bool           # flush src's neighbour queue (packets stuck behind a dead NIC)
+
+
+@dataclass(frozen=True)
+class Announce:
+    """Gratuitous ARP (IPv4) or unsolicited NA (IPv6) for address from ifname."""
+    ifname: str
+    address: Address
+
+
+@dataclass(frozen=True)
+class Log:
+    level: int
+    text: str
+    kind: str                  # stable name of the kind of event (journal MESSAGE_ID)
+    group: str | None = None
+    ifname: str | None = None
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """The status summary changed (for sd_notify STATUS= and watchers)."""
+    summary: str = field(default="")
+
+
+Action = (PrepareInterface | ReleaseInterface | AddAddress | RemoveAddress | MoveAddress
+          | Announce | Log | StateChanged)
+
+ERR, WARNING, INFO = logging.ERROR, logging.WARNING, logging.INFO

@@ -1,0 +1,345 @@
+"""The namespace lab: topologies, faults and a daemon to run in them.
+
+Tests, the demo and the benchmarks all build their networks here. Every
+namespace is named `mpl<pid>-<random>-<role>`, so runs never collide and
+leftovers of a run that was killed are recognised (its pid is gone) and
+removed by the next one. Only documentation addresses are used, and all
+traffic stays inside the namespaces.
+
+    host  eth0..ethN-1 ──┐
+                         ├─ sw (bridge br0) ── rtr eth0 192.0.2.1 ─ rtr eth1 ── far
+    tgt1..tgtK eth0 ─────┘                      2001:db8:1::1        198.51.100.1/24
+                                                                     2001:db8:2::1/64
+The host NICs are veth pairs whose switch ends are p-eth0..; a fault on a
+NIC is applied at its switch end, as a pulled cable or a broken switch port
+would be.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from . import control
+
+SUBNET4 = "192.0.2"            # the IPMP link
+SUBNET6 = "2001:db8:1:"
+ROUTER4, ROUTER6 = "192.0.2.1", "2001:db8:1::1"
+FAR4, FAR6 = "198.51.100.2", "2001:db8:2::2"        # a host beyond the router
+
+_live: list["Lab"] = []
+
+
+def _run(argv: list[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
+    return p
+
+
+def reap_stale() -> list[str]:
+    """Delete the namespaces of lab runs whose process is gone."""
+    removed = []
+    for line in _run(["ip", "netns", "list"]).stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        m = re.match(r"^mpl(\d+)-[0-9a-f]+-", name)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            _run(["ip", "netns", "del", name], check=False)
+            removed.append(name)
+    return removed
+
+
+def mac_of(index: int) -> str:
+    return f"02:00:00:00:01:{index:02x}"
+
+
+@dataclass
+class Daemon:
+    """A running mpathd inside the lab's host namespace."""
+    lab: "Lab"
+    proc: subprocess.Popen
+    control: str
+    log_path: str
+
+    def request(self, cmd: str = "status", **args) -> dict:
+        return control.request(self.control, cmd, **args)
+
+    def status(self) -> dict:
+        return self.request("status")
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        p = subprocess.run([sys.executable, "-m", "mpathd.ctl", "--control", self.control, *args],
+                           capture_output=True, text=True, timeout=30)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"ipmpctl {' '.join(args)}: {p.stderr.strip()}")
+        return p
+
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def wait_log(self, text: str, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return self.log()
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"{text!r} not logged within {timeout} s; log:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+
+class Lab:
+    def __init__(self, nics: int = 2, targets: int = 1):
+        self.id = f"mpl{os.getpid()}-{secrets.token_hex(2)}"
+        self.nics = [f"eth{i}" for i in range(nics)]
+        self.ntargets = targets
+        self.dir = tempfile.mkdtemp(prefix=f"{self.id}-")
+        self.daemons: list[Daemon] = []
+        self.namespaces: list[str] = []
+        self._children: list[subprocess.Popen] = []
+
+    # --------------------------------------------------------- set-up
+
+    def ns(self, role: str) -> str:
+        return f"{self.id}-{role}"
+
+    @property
+    def host(self) -> str:
+        return self.ns("host")
+
+    def __enter__(self) -> "Lab":
+        reap_stale()
+        _live.append(self)
+        try:
+            self._build()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.destroy()
+
+    def _add_ns(self, role: str) -> str:
+        name = self.ns(role)
+        _run(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        self.sh(role, "ip", "link", "set", "lo", "up")
+        return name
+
+    def _build(self) -> None:
+        for role in ["sw", "host", "rtr", "far"] + [f"tgt{k}" for k in range(1, self.ntargets + 1)]:
+            self._add_ns(role)
+            # sysctls before links: new devices copy conf/default. No DAD in
+            # the lab, so that link-local addresses are usable at once.
+            if role != "sw":
+                self.sysctl(role, "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0")
+        # The switch has no addresses; with IPv6 on, br0 would answer ff02::1.
+        self.sysctl("sw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+        self.sh("sw", "ip", "link", "add", "br0", "type", "bridge", "stp_state", "0",
+                "forward_delay", "0", "mcast_snooping", "0")
+        self.sh("sw", "ip", "link", "set", "br0", "up")
+        for i, nic in enumerate(self.nics):
+            self._plug(nic, i)
+        self._attach("rtr", "eth0", "p-rtr")
+        self.sh("rtr", "ip", "addr", "add", f"{ROUTER4}/24", "dev", "eth0")
+        self.sh("rtr", "ip", "addr", "add", f"{ROUTER6}/64", "dev", "eth0", "nodad")
+        self.sysctl("rtr", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+                    "net.ipv4.icmp_echo_ignore_broadcasts=0")
+        _run(["ip", "link", "add", "eth1", "netns", self.ns("rtr"), "type", "veth",
+              "peer", "name", "eth0", "netns", self.ns("far")])
+        self.sh("rtr", "ip", "link", "set", "eth1", "up")
+        self.sh("rtr", "ip", "addr", "add", "198.51.100.1/24", "dev", "eth1")
+        self.sh("rtr", "ip", "addr", "add", "2001:db8:2::1/64", "dev", "eth1", "nodad")
+        self.sh("far", "ip", "link", "set", "eth0", "up")
+        self.sh("far", "ip", "addr", "add", f"{FAR4}/24", "dev", "eth0")
+        self.sh("far", "ip", "addr", "add", f"{FAR6}/64", "dev", "eth0", "nodad")
+        self.sh("far", "ip", "route", "add", "default", "via", "198.51.100.1")
+        self.sh("far", "ip", "-6", "route", "add", "default", "via", "2001:db8:2::1")
+        for k in range(1, self.ntargets + 1):
+            role = f"tgt{k}"
+            self.sysctl(role, "net.ipv4.icmp_echo_ignore_broadcasts=0")
+            self._attach(role, "eth0", f"p-{role}")
+            self.sh(role, "ip", "addr", "add", f"{self.target4(k)}/24", "dev", "eth0")
+            self.sh(role, "ip", "addr", "add", f"{self.target6(k)}/64", "dev", "eth0", "nodad")
+
+    def _attach(self, role: str, ifname: str, port: str) -> None:
+        _run(["ip", "link", "add", ifname, "netns", self.ns(role), "type", "veth",
+              "peer", "name", port, "netns", self.ns("sw")])
+        self.sh("sw", "ip", "link", "set", port, "master", "br0", "up")
+        self.sh(role, "ip", "link", "set", ifname, "up")
+
+    def _plug(self, nic: str, i: int) -> None:
+        self._attach("host", nic, f"p-{nic}")
+        self.sh("host", "ip", "link", "set", nic, "address", mac_of(i))
+
+    @staticmethod
+    def target4(k: int) -> str:
+        return f"{SUBNET4}.{1 + k}"
+
+    @staticmethod
+    def target6(k: int) -> str:
+        return f"{SUBNET6}:{1 + k:x}"
+
+    def destroy(self) -> None:
+        for d in self.daemons:
+            d.stop(signal.SIGKILL)
+        for p in self._children:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for name in self.namespaces:
+            _run(["ip", "netns", "del", name], check=False)
+        self.namespaces.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if self in _live:
+            _live.remove(self)
+
+    # --------------------------------------------------------- running things
+
+    def sh(self, role: str, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        return _run(["ip", "netns", "exec", self.ns(role), *argv], check=check, timeout=timeout)
+
+    def sysctl(self, role: str, *settings: str) -> None:
+        self.sh(role, "sysctl", "-qw", *settings)
+
+    def spawn(self, role: str, argv: list[str], **kw) -> subprocess.Popen:
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns(role), *argv], **kw)
+        self._children.append(p)
+        return p
+
+    def ip_json(self, role: str, *args: str) -> list:
+        return json.loads(self.sh(role, "ip", "-j", *args).stdout or "[]")
+
+    def addresses(self) -> dict[str, set[str]]:
+        """The host's global addresses as ADDR/PREFIX, per NIC."""
+        out: dict[str, set[str]] = {}
+        for link in self.ip_json("host", "addr", "show"):
+            out[link["ifname"]] = {f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                                   if a.get("scope") == "global"}
+        return out
+
+    def holders(self, address: str) -> list[str]:
+        """The host NICs that hold `address` (ADDR/PREFIX)."""
+        return sorted(n for n, addrs in self.addresses().items() if address in addrs)
+
+    def routes(self, family: str = "-4") -> list[dict]:
+        return self.ip_json("host", family, "route", "show")
+
+    def neighbour(self, role: str, address: str) -> dict | None:
+        entries = self.ip_json(role, "neigh", "show", address)
+        return entries[0] if entries else None
+
+    def ping(self, role: str, address: str, count: int = 1, timeout: float = 1) -> bool:
+        return self.sh(role, "ping", "-c", str(count), "-W", str(timeout), "-i", "0.2", address,
+                       check=False).returncode == 0
+
+    # --------------------------------------------------------- faults
+
+    def cut(self, nic: str) -> None:
+        """Carrier loss: the switch end of the cable goes down."""
+        self.sh("sw", "ip", "link", "set", f"p-{nic}", "down")
+
+    def restore(self, nic: str) -> None:
+        self.sh("sw", "ip", "link", "set", f"p-{nic}", "up")
+
+    def drop(self, nic: str, percent: int = 100, what: str = "") -> None:
+        """Silent loss at the switch port (carrier stays up): every frame in
+        both directions, or `percent` of them at random; `what` narrows the
+        rule with an nft match such as 'ip protocol icmp'."""
+        table = f"drop_{nic}"
+        verdict = "drop" if percent >= 100 else f"numgen random mod 100 < {percent} drop"
+        self.undrop(nic)
+        rules = (f"add table bridge {table}\n"
+                 f"add chain bridge {table} fw {{ type filter hook forward priority 0; policy accept; }}\n"
+                 f"add rule bridge {table} fw iifname \"p-{nic}\" {what} {verdict}\n"
+                 f"add rule bridge {table} fw oifname \"p-{nic}\" {what} {verdict}\n")
+        path = os.path.join(self.dir, f"{table}.nft")
+        with open(path, "w") as f:
+            f.write(rules)
+        self.sh("sw", "nft", "-f", path)
+
+    def undrop(self, nic: str) -> None:
+        self.sh("sw", "nft", "delete", "table", "bridge", f"drop_{nic}", check=False)
+
+    def unplug(self, nic: str) -> None:
+        """The NIC is removed from the host (RTM_DELLINK)."""
+        self.sh("host", "ip", "link", "del", nic)
+
+    def replug(self, nic: str) -> None:
+        self._plug(nic, self.nics.index(nic))
+
+    # --------------------------------------------------------- the daemon
+
+    def start_daemon(self, groups_yaml: str, defaults: str = "", wait: bool = True,
+                     timeout: float = 20) -> Daemon:
+        n = len(self.daemons)
+        paths = {k: os.path.join(self.dir, f"{k}{n}") for k in ("defaults", "groups", "control", "log")}
+        with open(paths["defaults"], "w") as f:
+            f.write(defaults)
+        with open(paths["groups"], "w") as f:
+            f.write(groups_yaml)
+        log = open(paths["log"], "w")
+        proc = self.spawn("host", [sys.executable, "-m", "mpathd.daemon", "--defaults", paths["defaults"],
+                                   "--config", paths["groups"], "--control", paths["control"]],
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        d = Daemon(self, proc, paths["control"], paths["log"])
+        self.daemons.append(d)
+        if wait:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"mpathd exited with {proc.returncode}:\n{d.log()}")
+                try:
+                    d.request("ping")
+                    break
+                except control.ControlError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"mpathd not ready within {timeout} s:\n{d.log()}")
+                    time.sleep(0.05)
+        return d
+
+
+def _cleanup_all() -> None:
+    for lab in list(_live):
+        lab.destroy()
+
+
+atexit.register(_cleanup_all)
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_sig) in (signal.SIG_DFL, None):
+        signal.signal(_sig, lambda signo, _f: sys.exit(128 + signo))
+
+
+def wait_for(predicate, timeout: float = 10, interval: float = 0.02, what: str = "condition"):
+    """Poll until predicate() is truthy; return its value or raise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(interval)

@@ -1,0 +1,40 @@
+"""Every timing constant of mpathd, with where it comes from.
+
+The probe-related values are those of Solaris in.mpathd (mpd_defs.h); they are
+kept so that an FDT means the same thing on both systems.
+"""
+
+# FAILURE_DETECTION_TIME (FDT): the time within which a NIC that stops passing
+# traffic is declared failed by probes. 10 s is the Solaris default; 100 ms is
+# its floor, below which the probe interval (FDT/7 = 14 ms) approaches the
+# scheduling jitter of a user-space process.
+DEFAULT_FDT_MS = 10_000
+MIN_FDT_MS = 100
+
+# A NIC fails after NUM_PROBE_FAILS consecutive lost probes and is repaired
+# after NUM_PROBE_REPAIRS consecutive answered ones.
+NUM_PROBE_FAILS = 5
+NUM_PROBE_REPAIRS = 10
+
+# Why FDT/7: probes go out once per interval, each at a random point in the
+# second half of its interval. When probe n leaves, probe n-2 is certainly
+# overdue but probe n-1 may still be legitimately outstanding. Five losses
+# plus those two probes of slack make 7 intervals per FDT, so five losses are
+# always counted within the FDT.
+PROBE_INTERVAL_DIVISOR = NUM_PROBE_FAILS + 2
+
+
+def probe_interval_ms(fdt_ms: int) -> int:
+    return fdt_ms // PROBE_INTERVAL_DIVISOR
+
+
+# Link-flap damping for NICs without probing (in.mpathd LINK_UP_PERMIN): the
+# third link-up within LINK_FLAP_WINDOW_S keeps the NIC failed until the
+# window has passed, so a bouncing cable does not drag addresses back and
+# forth.
+LINK_UP_PERMIN = 2
+LINK_FLAP_WINDOW_S = 60.0
+
+# A foreign deletion of a managed address is repaired within this time.
+# Netlink delivers the deletion at once; the delay only batches bursts.
+FOREIGN_CHANGE_SETTLE_S = 0.05

@@ -19,6 +19,7 @@ from .events import (ActionFailed, AddAddress, Announce, Event, Log, MoveAddress
                      PrepareInterface, ReleaseInterface, RemoveAddress, Resynced, Started,
                      StateChanged, Tick)
 from .log import emit, log, setup
+from .notify import Notifier
 
 
 class Daemon:
@@ -35,6 +36,7 @@ class Daemon:
         self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.sel.register(self._signal_r, selectors.EVENT_READ, self._signals)
         self.stopping = False
+        self.notifier = Notifier()
 
     # ----------------------------------------------------------- the loop
 
@@ -44,18 +46,21 @@ class Daemon:
             signal.signal(sig, lambda *_: None)      # the wakeup fd carries the number
         self.dispatch(Started(*self.kernel.snapshot()))
         log.info("mpathd ready: %s", self.core.summary())
+        self.notifier.ready(self.core.summary())
         try:
             while not self.stopping:
-                deadlines = [d for d in (self.core.next_deadline(), self.control.next_deadline())
-                             if d is not None]
+                deadlines = [d for d in (self.core.next_deadline(), self.control.next_deadline(),
+                                         self.notifier.next_deadline()) if d is not None]
                 timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
                 for key, _ in self.sel.select(timeout):
                     key.data()
                 self.control.expire()
+                self.notifier.tick()
                 deadline = self.core.next_deadline()
                 if deadline is not None and time.monotonic() >= deadline:
                     self.dispatch(Tick())
         finally:
+            self.notifier.stopping()
             self.control.close()
             self.kernel.close()
         log.info("mpathd stopped; data addresses left where they are")
@@ -110,7 +115,7 @@ class Daemon:
                 case ReleaseInterface():
                     self.announcer.close(action.ifname)
                 case StateChanged():
-                    pass
+                    self.notifier.status(action.summary)
         except Exception as e:                       # noqa: BLE001 -- reported to the core
             log.debug("action %s failed", action, exc_info=True)
             return ActionFailed(action, f"{type(e).__name__}: {e}")

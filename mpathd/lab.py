@@ -229,6 +229,22 @@ class Lab:
         self._children.append(p)
         return p
 
+    def traffic(self, role: str, *args: str) -> subprocess.Popen:
+        """Run one of mpathd.labtraffic's programs in a namespace; its first
+        line of output says it is ready."""
+        p = self.spawn(role, [sys.executable, "-m", "mpathd.labtraffic", *args],
+                       stdout=subprocess.PIPE, text=True)
+        p.stdout.readline()
+        return p
+
+    def capture(self, role: str, ifname: str, bpf: str) -> subprocess.Popen:
+        """tcpdump in a namespace, one line per packet with epoch time stamps
+        and link-level headers; returns once tcpdump is listening."""
+        p = self.spawn(role, ["tcpdump", "-i", ifname, "-nn", "-tt", "-e", "-l", bpf],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p.stderr.readline()            # "listening on ..."
+        return p
+
     def ip_json(self, role: str, *args: str) -> list:
         return json.loads(self.sh(role, "ip", "-j", *args).stdout or "[]")
 

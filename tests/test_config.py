@@ -1,0 +1,125 @@
+"""Configuration parsing and validation: every bad input is one line with
+file:line, and good input gives the dataclasses the core uses."""
+
+import ipaddress
+import textwrap
+
+import pytest
+
+from mpathd import config
+from mpathd.config import ConfigError, parse_defaults, parse_groups
+
+
+def groups(text: str):
+    return parse_groups(textwrap.dedent(text), "g.yaml")
+
+
+def error(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as e:
+        groups(text)
+    return e.value
+
+
+GOOD = """\
+groups:
+  ipmp0:
+    interfaces:
+      eth0:
+        data: [192.0.2.100/24, "2001:db8:1::100/64"]
+        test: [192.0.2.10/24, link-local]
+      eth1:
+        test: [192.0.2.11/24]
+        standby: true
+    data: [192.0.2.200/24]
+    targets: [192.0.2.1]
+"""
+
+
+def test_good_config_parses():
+    (g,) = groups(GOOD)
+    assert g.name == "ipmp0"
+    eth0, eth1 = g.interfaces
+    assert eth0.data == (ipaddress.ip_interface("192.0.2.100/24"), ipaddress.ip_interface("2001:db8:1::100/64"))
+    assert eth0.test == (ipaddress.ip_interface("192.0.2.10/24"),) and eth0.test_link_local
+    assert eth1.standby and not eth0.standby and eth1.group == "ipmp0"
+    assert g.data == (ipaddress.ip_interface("192.0.2.200/24"),)
+    assert g.targets == (ipaddress.ip_address("192.0.2.1"),)
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("groups:\n  g:\n    interfaces:\n      eth0: {standbi: true}\n", 4, "unknown key 'standbi'"),
+    ("groups:\n  g:\n    interfaces:\n      eth0: {}\n    dat: []\n", 5, "unknown key 'dat'"),
+    ("group:\n  g: {}\n", 1, "unknown key 'group'"),
+    ("groups:\n  g:\n    interfaces:\n      eth0:\n        data: [192.0.2.300/24]\n", 5, "not a valid"),
+    ("groups:\n  g:\n    interfaces:\n      eth0:\n        data: [192.0.2.3]\n", 5, "needs a prefix"),
+    ("groups:\n  g:\n    interfaces:\n      eth0:\n        data: [192.0.2.3/33]\n", 5, "not a valid"),
+    ("groups:\n  g:\n    interfaces:\n      eth0:\n        data: [192.0.2.0/24]\n", 5, "network or broadcast"),
+    ("groups:\n  a:\n    interfaces:\n      eth0: {}\n  b:\n    interfaces:\n      eth0: {}\n", 7,
+     "interface eth0 is in group 'a'"),
+    ("groups:\n  a:\n    interfaces:\n      eth0: {data: [192.0.2.5/24]}\n"
+     "  b:\n    interfaces:\n      eth1: {data: [192.0.2.6/24]}\n", 7, "also used by group 'a'"),
+    ("groups:\n  g:\n    interfaces:\n      eth0:\n        standby: true\n        data: [192.0.2.5/24]\n", 6,
+     "standby NIC"),
+    ("groups:\n  g:\n    interfaces:\n      eth0: {data: [192.0.2.5/24]}\n"
+     "      eth1: {data: [192.0.2.5/24]}\n", 5, "configured twice (also on line 4)"),
+    ("groups:\n  g:\n    interfaces:\n      eth0: {test: [192.0.2.5/24]}\n"
+     "    data: [192.0.2.5/24]\n", 5, "configured twice"),
+    ("groups:\n  g:\n    interfaces:\n      eth0: {test: [192.0.2.10/24]}\n"
+     "      eth1: {test: [198.51.100.10/24]}\n", 5, "not in subnet 192.0.2.0/24"),
+    ("groups:\n  g:\n    interfaces:\n      eth0: {test: ['2001:db8::5/64']}\n", 4, "link-local"),
+    ("groups:\n  g:\n    interfaces:\n      eth0: {standby: maybe}\n", 4, "true or false"),
+    ("groups:\n  g:\n    interfaces:\n      eth0: {data: 192.0.2.5/24}\n", 4, "must be a list"),
+    ("groups:\n  g:\n    interfaces:\n      eth0: {}\n    targets: [192.0.2.1/24]\n", 5, "no prefix"),
+    ("groups:\n  g:\n    interfaces:\n      eth0: {}\n      eth0: {}\n", 5, "given twice"),
+    ("groups:\n  g:\n    interfaces: {}\n", 2, "no interfaces"),
+    ("groups:\n  g:\n    data: [192.0.2.5/24]\n", 2, "no interfaces"),
+    ("groups:\n  g:\n    interfaces:\n      this-name-is-too-long: {}\n", 4, "invalid interface name"),
+    ("groups:\n  g:\n    interfaces:\n      eth0: {data: [192.0.2.5/24\n", 5, "YAML syntax error"),
+])
+def test_bad_groups_name_the_line(text, line, words):
+    e = error(text)
+    assert e.line == line, str(e)
+    assert words in e.message, str(e)
+    assert str(e).startswith(f"g.yaml:{line}: ")
+    assert "\n" not in str(e)
+
+
+def test_empty_groups_file_is_no_groups():
+    assert groups("") == ()
+    assert groups("groups:\n") == ()
+
+
+def test_defaults_parse_and_clamp():
+    d, warnings = parse_defaults("# c\nFAILURE_DETECTION_TIME=2000\nFAILBACK=no\n"
+                                 "TRACK_INTERFACES_ONLY_WITH_GROUPS = \"no\"\n", "d")
+    assert (d.fdt_ms, d.failback, d.track_only_groups) == (2000, False, False)
+    assert warnings == []
+    d, warnings = parse_defaults("FAILURE_DETECTION_TIME=50\n", "d")
+    assert d.fdt_ms == 100
+    assert warnings == ["d:1: Too small failure detection time of 50, assuming minimum of 100 ms"]
+    assert parse_defaults("", "d")[0] == config.Defaults()
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("FAILURE_DETECTION_TIME=10s\n", 1, "whole number"),
+    ("\nFAILURE_DETECTION_TIME=0\n", 2, "whole number"),
+    ("FAILBACK=sometimes\n", 1, "Invalid value for FAILBACK"),
+    ("FAILBACK=yes\nFAILBACK=no\n", 2, "set twice"),
+    ("FDT=100\n", 1, "unknown key 'FDT'"),
+    ("just words\n", 1, "expected KEY=VALUE"),
+])
+def test_bad_defaults_name_the_line(text, line, words):
+    with pytest.raises(ConfigError) as e:
+        parse_defaults(text, "d")
+    assert e.value.line == line and words in e.value.message
+
+
+def test_load_reports_missing_files(tmp_path):
+    g = tmp_path / "groups.yaml"
+    g.write_text(GOOD)
+    cfg = config.load(str(tmp_path / "absent"), str(g))          # the default file may be absent
+    assert cfg.defaults == config.Defaults() and len(cfg.groups) == 1
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load(str(tmp_path / "absent"), str(g), defaults_optional=False)
+    with pytest.raises(ConfigError, match="no such file"):
+        config.load(str(tmp_path / "absent"), str(tmp_path / "nogroups.yaml"))

@@ -1,0 +1,317 @@
+"""The sans-I/O core with a fake clock and an in-memory kernel."""
+
+import ipaddress
+import logging
+import random
+import textwrap
+
+import pytest
+
+from mpathd import timing
+from mpathd.config import Config, Defaults, parse_groups
+from mpathd.core import Core
+from mpathd.events import (AddAddress, AddressAdded, AddressRemoved, Announce, LinkChanged,
+                           LinkInfo, LinkRemoved, Log, MoveAddress, PrepareInterface, RemoveAddress,
+                           Started, Tick)
+
+A = ipaddress.ip_interface
+
+TWO = """
+groups:
+  g:
+    interfaces:
+      eth0: {data: [192.0.2.100/24, "2001:db8:1::100/64"], test: [192.0.2.10/24]}
+      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
+"""
+
+STANDBY = """
+groups:
+  g:
+    interfaces:
+      eth0: {data: [192.0.2.100/24]}
+      eth1: {data: [192.0.2.101/24]}
+      eth2: {standby: true}
+"""
+
+
+class Lab:
+    """The core plus a kernel made of dicts: it applies the core's actions
+    the way the netlink adapter would."""
+
+    def __init__(self, yaml: str, failback: bool = True, present=None, down=(), kernel=None):
+        self.now = 0.0
+        cfg = Config(defaults=Defaults(failback=failback), groups=parse_groups(textwrap.dedent(yaml), "t"))
+        self.core = Core(cfg, lambda: self.now)
+        names = [i.name for g in cfg.groups for i in g.interfaces]
+        present = names if present is None else present
+        self.index = {n: i + 1 for i, n in enumerate(names)}
+        self.running = {n: n not in down for n in present}
+        self.kernel: dict[str, set] = {n: set() for n in present}
+        for ifname, addr in (kernel or {}).items():
+            for a in addr:
+                self.kernel[ifname].add(A(a))
+        self.actions: list = []
+        self.do(Started(tuple(self.info(n) for n in present),
+                        tuple((n, a) for n, s in self.kernel.items() for a in s)))
+
+    def info(self, name):
+        return LinkInfo(name, self.index[name], f"02:00:00:00:00:{self.index[name]:02x}", self.running[name])
+
+    def do(self, event):
+        actions = self.core.handle(event)
+        for a in actions:
+            match a:
+                case AddAddress():
+                    self.kernel[a.ifname].add(a.address)
+                case RemoveAddress():
+                    self.kernel[a.ifname].discard(a.address)
+                case MoveAddress():
+                    assert a.address in self.kernel[a.src], a
+                    self.kernel[a.dst].add(a.address)
+                    self.kernel[a.src].discard(a.address)
+        self.actions += actions
+        self.check_invariant()
+        return actions
+
+    def link(self, name, running):
+        self.running[name] = running
+        return self.do(LinkChanged(self.info(name)))
+
+    def holder(self, addr):
+        (h,) = [n for n, s in self.kernel.items() if A(addr) in s]
+        return h
+
+    def logs(self, actions=None):
+        return [a.text for a in (self.actions if actions is None else actions) if isinstance(a, Log)]
+
+    def check_invariant(self):
+        """Every data address is on exactly one NIC of its group, and on an
+        active one whenever the group has one."""
+        for g in self.core.groups:
+            for addr in g.home():
+                holders = [n for n, s in self.kernel.items() if addr in s]
+                assert len(holders) <= 1, (addr, holders)
+                present = [n for n in g.nics if n.present]
+                if present:
+                    assert len(holders) == 1, (addr, self.kernel)
+                if any(n.active for n in g.nics):
+                    assert self.core.nics[holders[0]].active, (addr, holders)
+
+
+def test_start_places_addresses_on_their_homes_and_installs_test_addresses():
+    lab = Lab(TWO)
+    assert lab.kernel["eth0"] == {A("192.0.2.100/24"), A("2001:db8:1::100/64"), A("192.0.2.10/24")}
+    assert lab.kernel["eth1"] == {A("192.0.2.101/24"), A("192.0.2.11/24")}
+    assert {a.ifname for a in lab.actions if isinstance(a, PrepareInterface)} == {"eth0", "eth1"}
+    tests = [a for a in lab.actions if isinstance(a, AddAddress) and a.test]
+    assert {str(a.address) for a in tests} == {"192.0.2.10/24", "192.0.2.11/24"}
+    assert lab.core.summary() == "1 group ok"
+
+
+def test_carrier_loss_moves_addresses_and_announces_then_failback():
+    lab = Lab(TWO)
+    out = lab.link("eth0", False)
+    assert lab.holder("192.0.2.100/24") == "eth1" and lab.holder("2001:db8:1::100/64") == "eth1"
+    moves = [a for a in out if isinstance(a, MoveAddress)]
+    assert all(m.src == "eth0" and m.dst == "eth1" and m.src_failed for m in moves) and len(moves) == 2
+    assert {a.address for a in out if isinstance(a, Announce)} == {m.address for m in moves}
+    # announcements come after the move they announce
+    assert out.index(moves[0]) < out.index(next(a for a in out if isinstance(a, Announce)))
+    assert "The link has gone down on eth0" in lab.logs(out)
+    assert "IP interface failure detected on eth0 of group g" in lab.logs(out)
+    assert any(t.startswith("Successfully failed over from NIC eth0 to NIC eth1") for t in lab.logs(out))
+    assert lab.core.summary() == "1 group degraded: eth0 failed"
+
+    out = lab.link("eth0", True)
+    assert lab.holder("192.0.2.100/24") == "eth0" and lab.holder("192.0.2.101/24") == "eth1"
+    assert "IP interface repair detected on eth0 of group g" in lab.logs(out)
+    assert any(t.startswith("Successfully failed back to NIC eth0") for t in lab.logs(out))
+    assert not any(isinstance(a, MoveAddress) and a.src_failed for a in out)
+
+
+def test_failback_no_keeps_repaired_nic_inactive_until_needed():
+    lab = Lab(TWO, failback=False)
+    lab.link("eth0", False)
+    lab.link("eth0", True)
+    eth0 = lab.core.nics["eth0"]
+    assert eth0.functioning and eth0.inactive
+    assert lab.holder("192.0.2.100/24") == "eth1"
+    # now eth1 fails: eth0 is needed again and takes everything
+    lab.link("eth1", False)
+    assert not eth0.inactive
+    assert lab.kernel["eth0"] >= {A("192.0.2.100/24"), A("192.0.2.101/24"), A("2001:db8:1::100/64")}
+
+
+def test_standby_takes_over_first_and_returns_to_inactive():
+    lab = Lab(STANDBY)
+    eth2 = lab.core.nics["eth2"]
+    assert eth2.inactive and not eth2.active
+    lab.link("eth0", False)
+    assert eth2.active
+    assert lab.holder("192.0.2.100/24") == "eth2"        # the standby, not the loaded eth1
+    lab.link("eth0", True)
+    assert eth2.inactive and lab.holder("192.0.2.100/24") == "eth0"
+    assert lab.kernel["eth2"] == set()
+
+
+def test_failed_addresses_go_to_the_least_loaded_active_nic():
+    lab = Lab("""
+    groups:
+      g:
+        interfaces:
+          eth0: {data: [192.0.2.100/24, 192.0.2.102/24]}
+          eth1: {data: [192.0.2.101/24, 192.0.2.103/24, 192.0.2.104/24]}
+          eth2: {}
+    """)
+    lab.link("eth0", False)
+    assert lab.holder("192.0.2.100/24") == "eth2" and lab.holder("192.0.2.102/24") == "eth2"
+
+
+def test_group_addresses_are_spread_and_rebalanced():
+    lab = Lab("""
+    groups:
+      g:
+        interfaces:
+          eth0: {}
+          eth1: {}
+        data: [192.0.2.100/24, 192.0.2.101/24, 192.0.2.102/24, 192.0.2.103/24]
+    """)
+    assert [len(lab.kernel[n]) for n in ("eth0", "eth1")] == [2, 2]
+    lab.link("eth1", False)
+    assert len(lab.kernel["eth0"]) == 4
+    lab.link("eth1", True)
+    assert [len(lab.kernel[n]) for n in ("eth0", "eth1")] == [2, 2]
+
+
+def test_group_failure_moves_nothing_and_is_logged_once():
+    lab = Lab(TWO)
+    lab.link("eth1", False)
+    before = {n: set(s) for n, s in lab.kernel.items()}
+    out = lab.link("eth0", False)
+    assert not any(isinstance(a, MoveAddress) for a in out)
+    assert lab.kernel == before
+    assert "All IP interfaces in group g are now unusable" in lab.logs(out)
+    out = lab.link("eth1", True)
+    assert "At least 1 IP interface (eth1) in group g is now usable" in lab.logs(out)
+    assert lab.holder("192.0.2.100/24") == "eth1"
+
+
+def test_missing_nic_at_start_is_hosted_elsewhere_and_gets_addresses_back():
+    lab = Lab(TWO, present=["eth1"])
+    assert lab.holder("192.0.2.100/24") == "eth1"
+    assert "moving addresses from missing IPv4 interfaces: eth0 (moved to eth1)" in lab.logs()
+    assert "moving addresses from missing IPv6 interfaces: eth0 (moved to eth1)" in lab.logs()
+    lab.kernel["eth0"] = set()
+    lab.running["eth0"] = True
+    lab.do(LinkChanged(lab.info("eth0")))
+    assert lab.holder("192.0.2.100/24") == "eth0"
+    assert A("192.0.2.10/24") in lab.kernel["eth0"]
+
+
+def test_missing_nic_with_no_alternative_is_reported():
+    lab = Lab("groups:\n  g:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n", present=[])
+    assert "moving addresses from missing IPv4 interfaces: eth0 (couldn't move; no alternative interface)" \
+        in lab.logs()
+
+
+def test_unplugged_nic_is_a_failure_and_replug_fails_back():
+    lab = Lab(TWO)
+    lab.kernel["eth0"] = set()                     # the device takes its addresses with it
+    out = lab.do(LinkRemoved("eth0", lab.index["eth0"]))
+    assert lab.holder("192.0.2.100/24") == "eth1"
+    assert "IP interface failure detected on eth0 of group g" in lab.logs(out)
+    lab.index["eth0"] = 42
+    lab.do(LinkChanged(lab.info("eth0")))
+    assert lab.holder("192.0.2.100/24") == "eth0"
+
+
+def test_restart_adopts_addresses_where_they_are():
+    # after a failover, eth0 came back while the daemon was down: FAILBACK=no
+    # leaves everything where it is.
+    kernel = {"eth0": [], "eth1": ["192.0.2.100/24", "2001:db8:1::100/64", "192.0.2.101/24"]}
+    lab = Lab(TWO, failback=False, kernel=kernel)
+    assert not any(isinstance(a, (MoveAddress, AddAddress)) and not a.test
+                   for a in lab.actions if isinstance(a, (MoveAddress, AddAddress)))
+    assert lab.core.nics["eth0"].inactive
+    # with FAILBACK=yes the addresses go home
+    lab = Lab(TWO, failback=True, kernel=kernel)
+    assert lab.holder("192.0.2.100/24") == "eth0"
+
+
+def test_duplicate_at_start_is_removed_from_all_but_one():
+    lab = Lab(TWO, kernel={"eth0": ["192.0.2.100/24"], "eth1": ["192.0.2.100/24"]})
+    assert lab.holder("192.0.2.100/24") == "eth0"
+    assert any("removing it from eth1" in t for t in lab.logs())
+
+
+def test_foreign_deletion_is_put_back_and_foreign_copy_removed():
+    lab = Lab(TWO)
+    lab.kernel["eth0"].discard(A("192.0.2.100/24"))
+    out = lab.do(AddressRemoved("eth0", A("192.0.2.100/24")))
+    assert lab.holder("192.0.2.100/24") == "eth0"
+    assert any("was removed from eth0 by another program" in t for t in lab.logs(out))
+    lab.kernel["eth1"].add(A("192.0.2.100/24"))
+    out = lab.do(AddressAdded("eth1", A("192.0.2.100/24")))
+    assert RemoveAddress("eth1", A("192.0.2.100/24")) in out
+    lab.kernel["eth0"].discard(A("192.0.2.10/24"))
+    out = lab.do(AddressRemoved("eth0", A("192.0.2.10/24")))
+    assert AddAddress("eth0", A("192.0.2.10/24"), test=True) in out
+
+
+def test_link_down_at_start_is_a_failure():
+    lab = Lab(TWO, down=["eth0"])
+    assert lab.holder("192.0.2.100/24") == "eth1"
+    assert "The link has gone down on eth0" in lab.logs()
+
+
+def test_flapping_link_only_nic_holds_repair_for_a_minute():
+    lab = Lab(STANDBY)
+    for _ in range(2):
+        lab.link("eth0", False)
+        lab.now += 1
+        lab.link("eth0", True)
+        lab.now += 1
+    assert lab.core.nics["eth0"].active
+    lab.link("eth0", False)
+    lab.now += 1
+    out = lab.link("eth0", True)                  # the third link-up within a minute
+    assert "The link has come up on eth0 more than 2 times in the last minute; disabling repair " \
+           "until it stabilizes" in lab.logs(out)
+    assert lab.core.nics["eth0"].failed and lab.holder("192.0.2.100/24") == "eth2"
+    deadline = lab.core.next_deadline()
+    assert deadline == pytest.approx(1 + timing.LINK_FLAP_WINDOW_S)
+    lab.now = deadline
+    out = lab.do(Tick())
+    assert "IP interface repair detected on eth0 of group g" in lab.logs(out)
+    assert lab.holder("192.0.2.100/24") == "eth0"
+
+
+def test_log_levels_are_errors_for_failures():
+    lab = Lab(TWO)
+    out = lab.link("eth0", False)
+    levels = {a.kind: a.level for a in out if isinstance(a, Log)}
+    assert levels["failure"] == logging.ERROR and levels["failover"] == logging.ERROR
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_link_events_keep_the_invariant(seed):
+    """Carrier flaps and NIC removals in random order: the invariant is
+    checked after every event by Lab.do()."""
+    rng = random.Random(seed)
+    lab = Lab(STANDBY + "    data: [192.0.2.200/24, \"2001:db8:1::200/64\"]\n", failback=rng.random() < 0.5)
+    for step in range(60):
+        lab.now += rng.uniform(0, 30)
+        name = rng.choice(["eth0", "eth1", "eth2"])
+        r = rng.random()
+        if r < 0.8 and lab.core.nics[name].present:
+            lab.link(name, not lab.running[name])
+        elif lab.core.nics[name].present:
+            lab.kernel[name] = set()
+            lab.do(LinkRemoved(name, lab.index[name]))
+        else:
+            lab.index[name] += 10
+            lab.running[name] = True
+            lab.do(LinkChanged(lab.info(name)))
+        if lab.core.next_deadline() is not None and rng.random() < 0.3:
+            lab.now = lab.core.next_deadline()
+            lab.do(Tick())

@@ -1,0 +1,210 @@
+"""Link-based failover with the real daemon in a namespace lab: break real
+links, read the kernel's state."""
+
+import json
+import subprocess
+import sys
+import time
+
+from mpathd.lab import FAR4, ROUTER4, ROUTER6, mac_of, wait_for
+
+TWO = """
+groups:
+  ipmp0:
+    interfaces:
+      eth0:
+        data: [192.0.2.100/24, "2001:db8:1::100/64"]
+        test: [192.0.2.10/24]
+      eth1:
+        data: [192.0.2.101/24]
+        test: [192.0.2.11/24]
+"""
+
+STANDBY = """
+groups:
+  ipmp0:
+    interfaces:
+      eth0: {data: [192.0.2.100/24]}
+      eth1: {data: [192.0.2.101/24]}
+      eth2: {standby: true}
+"""
+
+
+def default_routes(lab):
+    lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "src", "192.0.2.100")
+    lab.sh("host", "ip", "-6", "route", "add", "default", "via", ROUTER6, "dev", "eth0")
+
+
+def route_dev(lab, family="-4"):
+    (r,) = [r for r in lab.routes(family) if r["dst"] == "default"]
+    return r["dev"], r.get("prefsrc")
+
+
+def test_carrier_loss_fails_over_and_back_ipv4_and_ipv6(make_lab):
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(TWO)
+    assert lab.holders("192.0.2.100/24") == ["eth0"]
+    assert lab.holders("2001:db8:1::100/64") == ["eth0"]
+    assert lab.holders("192.0.2.101/24") == ["eth1"]
+    # test addresses are /32: no prefix route, never a source
+    assert "192.0.2.10/32" in lab.addresses()["eth0"]
+    default_routes(lab)
+    assert lab.ping("far", "192.0.2.100") and lab.ping("far", "2001:db8:1::100")
+
+    lab.cut("eth0")
+    wait_for(lambda: lab.holders("2001:db8:1::100/64") == ["eth1"], what="IPv6 failover")
+    assert lab.holders("192.0.2.100/24") == ["eth1"]
+    assert route_dev(lab) == ("eth1", "192.0.2.100")
+    assert route_dev(lab, "-6") == ("eth1", "2001:db8:1::100")
+    assert lab.ping("far", "192.0.2.100") and lab.ping("far", "2001:db8:1::100")
+    st = d.status()
+    eth0 = next(i for i in st["interfaces"] if i["name"] == "eth0")
+    assert (eth0["state"], eth0["link"], eth0["active"]) == ("failed", "down", False)
+    assert st["groups"][0]["state"] == "degraded"
+    d.wait_log("IP interface failure detected on eth0 of group ipmp0")
+    d.wait_log("Successfully failed over from NIC eth0 to NIC eth1")
+
+    lab.restore("eth0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth0"], what="failback")
+    wait_for(lambda: lab.holders("2001:db8:1::100/64") == ["eth0"], what="IPv6 failback")
+    assert lab.holders("192.0.2.101/24") == ["eth1"]
+    assert route_dev(lab) == ("eth0", "192.0.2.100")
+    d.wait_log("IP interface repair detected on eth0 of group ipmp0")
+    d.wait_log("Successfully failed back to NIC eth0")
+    assert lab.ping("far", "192.0.2.100") and lab.ping("far", "2001:db8:1::100")
+    assert d.stop() == 0
+    # a clean stop leaves the addresses where they are
+    assert lab.holders("192.0.2.100/24") == ["eth0"]
+
+
+def test_failback_no_leaves_addresses_on_the_standin(make_lab):
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(TWO, defaults="FAILBACK=no\n")
+    lab.cut("eth0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], what="failover")
+    lab.restore("eth0")
+    d.wait_log("IP interface repair detected on eth0")
+    time.sleep(0.3)
+    assert lab.holders("192.0.2.100/24") == ["eth1"]
+    eth0 = next(i for i in d.status()["interfaces"] if i["name"] == "eth0")
+    assert eth0["inactive"] and not eth0["active"] and eth0["link"] == "up"
+    # needed again when the other NIC fails
+    lab.cut("eth1")
+    wait_for(lambda: lab.holders("192.0.2.101/24") == ["eth0"], what="failover to the inactive NIC")
+    assert lab.holders("192.0.2.100/24") == ["eth0"]
+
+
+def test_standby_takes_over_and_returns_to_inactive(make_lab):
+    lab = make_lab(nics=3)
+    d = lab.start_daemon(STANDBY)
+    ifs = {i["name"]: i for i in d.status()["interfaces"]}
+    assert ifs["eth2"]["standby"] and ifs["eth2"]["inactive"] and not ifs["eth2"]["active"]
+    assert lab.addresses()["eth2"] == set()
+    lab.cut("eth0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth2"], what="failover to the standby")
+    assert next(i for i in d.status()["interfaces"] if i["name"] == "eth2")["active"]
+    lab.restore("eth0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth0"], what="failback")
+    ifs = {i["name"]: i for i in d.status()["interfaces"]}
+    assert ifs["eth2"]["inactive"] and not ifs["eth2"]["active"]
+    assert lab.addresses()["eth2"] == set()
+    out = d.ctl("groups").stdout
+    assert "eth0 eth1 (eth2)" in out
+
+
+def test_group_failure_moves_nothing(make_lab):
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(TWO)
+    lab.cut("eth1")
+    wait_for(lambda: lab.holders("192.0.2.101/24") == ["eth0"], what="failover")
+    before = lab.addresses()
+    lab.cut("eth0")
+    d.wait_log("All IP interfaces in group ipmp0 are now unusable")
+    time.sleep(0.3)
+    assert lab.addresses() == before
+    assert d.status()["groups"][0]["state"] == "failed"
+    lab.restore("eth1")
+    d.wait_log("At least 1 IP interface (eth1) in group ipmp0 is now usable")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], what="move to the repaired NIC")
+
+
+def test_tcp_connection_from_beyond_the_router_survives_failover(make_lab):
+    lab = make_lab(nics=2)
+    lab.start_daemon(TWO)
+    default_routes(lab)
+    server = lab.traffic("host", "tcp-server", "192.0.2.100", "7000", "20")
+    client = lab.traffic("far", "tcp-client", "192.0.2.100", "7000", "3", "10")
+    time.sleep(1)
+    lab.cut("eth0")
+    out, _ = client.communicate(timeout=30)
+    server.kill()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["error"] is None, result
+    assert result["echoed"] > 100, result
+    assert lab.holders("192.0.2.100/24") == ["eth1"]
+    # the connection kept flowing well after the move
+    assert result["max_gap_ms"] < 1500, result
+
+
+def test_router_learns_the_new_mac_within_100ms(make_lab):
+    lab = make_lab(nics=2)
+    lab.start_daemon(TWO)
+    assert lab.ping("rtr", "192.0.2.100")
+    assert lab.neighbour("rtr", "192.0.2.100")["lladdr"] == mac_of(0)
+    cap = lab.capture("rtr", "eth0", "arp")
+    t_cut = time.time()
+    lab.cut("eth0")
+    wait_for(lambda: (lab.neighbour("rtr", "192.0.2.100") or {}).get("lladdr") == mac_of(1),
+             what="router neighbour entry on the new MAC")
+    time.sleep(0.2)
+    cap.terminate()
+    out, _ = cap.communicate(timeout=10)
+    garps = [float(line.split()[0]) for line in out.splitlines()
+             if f" {mac_of(1)} > " in line and "who-has 192.0.2.100 tell 192.0.2.100" in line]
+    assert garps, out
+    assert garps[0] - t_cut < 0.100, f"GARP arrived {1000 * (garps[0] - t_cut):.1f} ms after the cut"
+
+
+def test_status_json_contract(make_lab):
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(TWO + "    targets: [192.0.2.1]\n")
+    st = json.loads(d.ctl("status", "--json").stdout)
+    (g,) = st["groups"]
+    assert g == {**g, "name": "ipmp0", "state": "ok", "fdt_ms": 10000, "interfaces": ["eth0", "eth1"]}
+    for i in st["interfaces"]:
+        assert set(i) >= {"name", "group", "state", "active", "standby", "link", "probe"}
+        assert i["state"] in ("ok", "failed", "offline", "unknown") and i["link"] == "up"
+    assert {(a["address"], a["home"], a["interface"]) for a in st["addresses"]} == {
+        ("192.0.2.100/24", "eth0", "eth0"), ("2001:db8:1::100/64", "eth0", "eth0"),
+        ("192.0.2.101/24", "eth1", "eth1")}
+    assert all(a["group"] == "ipmp0" for a in st["addresses"])
+    for t in st["targets"]:
+        assert t["mode"] in ("routes", "multicast", "static", "disabled") and isinstance(t["targets"], list)
+
+
+def run_mpathd(lab, *args):
+    return lab.sh("host", sys.executable, "-m", "mpathd.daemon", *args, check=False, timeout=30)
+
+
+def test_bad_config_is_rejected_with_one_line_and_nothing_applied(make_lab, tmp_path):
+    lab = make_lab(nics=2)
+    before = lab.addresses()
+    bad = tmp_path / "groups.yaml"
+    bad.write_text("groups:\n  ipmp0:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n"
+                   "      eth1: {data: [192.0.2.100/24]}\n")
+    p = run_mpathd(lab, "--config", str(bad), "--defaults", "/dev/null", "--control", str(tmp_path / "s"))
+    assert p.returncode == 2
+    assert p.stderr == f"mpathd: {bad}:5: interface eth1 data: address 192.0.2.100 is configured twice " \
+                       f"(also on line 4)\n" or "configured twice" in p.stderr
+    assert len(p.stderr.splitlines()) == 1 and "Traceback" not in p.stderr
+    defaults = tmp_path / "mpathd"
+    defaults.write_text("FAILBACK=perhaps\n")
+    good = tmp_path / "good.yaml"
+    good.write_text(TWO)
+    p = run_mpathd(lab, "--config", str(good), "--defaults", str(defaults), "--control", str(tmp_path / "s"))
+    assert p.returncode == 2 and p.stderr.startswith(f"mpathd: {defaults}:1: Invalid value for FAILBACK")
+    assert len(p.stderr.splitlines()) == 1
+    p = run_mpathd(lab, "--bogus")
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "unrecognized arguments" in p.stderr
+    assert lab.addresses() == before
+    assert not (tmp_path / "s").exists()

@@ -10,16 +10,20 @@ adapters report only changes made by others, and failures.
 
 from __future__ import annotations
 
+import ipaddress
+import random
 from collections import defaultdict
 from typing import Callable, Iterable
 
-from . import policy, timing
-from .config import Address, Config, GroupConfig, InterfaceConfig
+from . import policy, targets, timing
+from .config import IP, Address, Config, GroupConfig, InterfaceConfig
 from .detect import LinkWatcher
 from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
                      AddressRemoved, Announce, ConfigReloaded, Event, LinkChanged, LinkInfo,
-                     LinkRemoved, Log, MoveAddress, PrepareInterface, ReleaseInterface,
-                     RemoveAddress, Resynced, Started, StateChanged, Tick)
+                     LinkRemoved, Log, MoveAddress, PrepareInterface, ProbeReply, ReleaseInterface,
+                     RemoveAddress, Resynced, RoutesChanged, SendProbe, Started, StartProbing,
+                     StateChanged, StopProbing, Tick)
+from .probe import KIND_DISCOVERY, Prober
 
 
 class Nic:
@@ -36,6 +40,8 @@ class Nic:
         self.offline = False         # taken out of service by the operator
         self.inactive = False        # functioning but kept out of use (standby, FAILBACK=no)
         self.repair_held_until: float | None = None   # link-flap damping
+        self.probers: dict[int, Prober] = {}          # by address family
+        self.link_local: ipaddress.IPv6Address | None = None
 
     @property
     def present(self) -> bool:
@@ -51,12 +57,27 @@ class Nic:
 
     @property
     def probing(self) -> bool:
-        return bool(self.cfg.test or self.cfg.test_link_local)
+        return bool(self.probers)
+
+    def capable(self) -> list[Prober]:
+        """Probers that can judge the NIC: they have targets, or they failed
+        and must earn their repair."""
+        return [p for p in self.probers.values() if p.targets or p.verdict == "failed"]
 
     def probe_state(self) -> str:
-        if not self.probing or self.offline:
+        if not self.probers or self.offline:
             return "disabled"
-        return "failed" if self.failed else "unknown"
+        capable = self.capable()
+        if not capable:
+            return "unknown"
+        # failure needs every probing family to fail; repair needs one
+        return "failed" if all(p.verdict == "failed" for p in capable) else "ok"
+
+    def last_ack(self) -> float | None:
+        return max((p.last_ack for p in self.probers.values() if p.last_ack is not None), default=None)
+
+    def source(self, family: int) -> IP | None:
+        return self.cfg.test[0].ip if family == 4 else self.link_local
 
     def state(self) -> str:
         if self.offline:
@@ -73,6 +94,12 @@ class Group:
         self.nics = nics
         self.state: str | None = None  # unknown until the first settle
         self.unusable_logged = False
+        self.user_fdt = self.fdt = 0.0  # seconds; fdt rises above user_fdt when RTTs demand
+        self.last_raise: float | None = None
+
+    @property
+    def interval(self) -> float:
+        return self.fdt / timing.PROBE_INTERVAL_DIVISOR
 
     def home(self) -> dict[Address, str | None]:
         out: dict[Address, str | None] = {}
@@ -84,13 +111,21 @@ class Group:
         return out
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
 def _family(addr: Address) -> str:
     return "IPv4" if addr.version == 4 else "IPv6"
 
 
 class Core:
-    def __init__(self, config: Config, clock: Callable[[], float]):
+    def __init__(self, config: Config, clock: Callable[[], float], rng: random.Random | None = None):
         self.clock = clock
+        self.rng = rng or random.Random()
+        self.routes: tuple = ()
+        self.own: set[IP] = set()           # every address of this host: never a probe target
+        self._dirty = True
         self.config = config
         self.groups: list[Group] = []
         self.nics: dict[str, Nic] = {}
@@ -106,9 +141,14 @@ class Core:
     def _build(self, config: Config) -> None:
         for gcfg in config.groups:
             nics = [Nic(i) for i in gcfg.interfaces]
-            self.groups.append(Group(gcfg, nics))
+            g = Group(gcfg, nics)
+            g.user_fdt = g.fdt = config.defaults.fdt_ms / 1000
+            self.groups.append(g)
             for nic in nics:
                 self.nics[nic.name] = nic
+                families = ([4] if nic.cfg.test else []) + ([6] if nic.cfg.test_link_local else [])
+                for fam in families:
+                    nic.probers[fam] = Prober(fam, g.interval, self.rng)
         self.addr_group: dict[Address, Group] = {}
         self.by_ip: dict = {}
         for g in self.groups:
@@ -130,13 +170,19 @@ class Core:
         return self.by_ip.get(addr.ip)
 
     def next_deadline(self) -> float | None:
-        held = [n.repair_held_until for n in self.nics.values() if n.repair_held_until is not None]
-        return min(held) if held else None
+        times = [n.repair_held_until for n in self.nics.values() if n.repair_held_until is not None]
+        for n in self.nics.values():
+            for p in n.probers.values():
+                d = p.deadline()
+                if d is not None:
+                    times.append(d)
+        return min(times) if times else None
 
     # ------------------------------------------------------------ events
 
     def handle(self, event: Event) -> list[Action]:
         self._out = []
+        self._dirty = not isinstance(event, (ProbeReply, Tick))
         match event:
             case Started():
                 self._start(event)
@@ -150,13 +196,18 @@ class Core:
                 self._address_added(event.ifname, event.address)
             case AddressRemoved():
                 self._address_removed(event.ifname, event.address)
+            case RoutesChanged():
+                self.routes = event.routes
+            case ProbeReply():
+                self._probe_reply(event)
             case Tick():
                 self._tick()
             case ActionFailed():
                 self._log(ERR, f"could not carry out {event.action}: {event.error}", "action_failed")
             case ConfigReloaded():
                 raise NotImplementedError("reload")
-        self._settle()
+        if self._dirty:
+            self._settle()
         out, self._out = self._out, []
         return out
 
@@ -209,7 +260,11 @@ class Core:
         data address on several NICs are removed but for one."""
         observed: dict[Address, list[str]] = defaultdict(list)
         self.tests_present = set()
+        self.own = set()
+        for nic in self.nics.values():
+            nic.link_local = None
         for ifname, kaddr in addresses:
+            self._note_local(ifname, kaddr, True)
             nic = self.nics.get(ifname)
             if nic is not None and any(kaddr.ip == t.ip for t in nic.cfg.test):
                 self.tests_present.add((ifname, next(t for t in nic.cfg.test if t.ip == kaddr.ip)))
@@ -248,6 +303,9 @@ class Core:
         """The device is gone and took its addresses with it."""
         nic.index = None
         nic.link = LinkWatcher()
+        nic.link_local = None
+        for p in nic.probers.values():
+            p.require_repair()
         for addr, holder in self.where.items():
             if holder == nic.name:
                 self.where[addr] = None
@@ -266,6 +324,8 @@ class Core:
         change = self._attach(nic, link)
         if change == "down":
             self._log(ERR, f"The link has gone down on {nic.name}", "link_down", group, nic.name)
+            for p in nic.probers.values():
+                p.require_repair()            # repair needs fresh answers after the link returns
         elif change == "up":
             self._log(ERR, f"The link has come up on {nic.name}", "link_up", group, nic.name)
             self._check_flapping(nic)
@@ -290,7 +350,19 @@ class Core:
                   "nic_removed", group, nic.name)
         self._detach(nic)
 
+    def _note_local(self, ifname: str, kaddr: Address, present: bool) -> None:
+        """Keep the set of local addresses, and each NIC's link-local address
+        (the source of its IPv6 probes)."""
+        (self.own.add if present else self.own.discard)(kaddr.ip)
+        nic = self.nics.get(ifname)
+        if nic is not None and kaddr.version == 6 and kaddr.ip.is_link_local:
+            if present and nic.link_local is None:
+                nic.link_local = kaddr.ip
+            elif not present and nic.link_local == kaddr.ip:
+                nic.link_local = None
+
     def _address_added(self, ifname: str, kaddr: Address) -> None:
+        self._note_local(ifname, kaddr, True)
         nic = self.nics.get(ifname)
         if nic is not None:
             for t in nic.cfg.test:
@@ -321,6 +393,7 @@ class Core:
         self._out.append(RemoveAddress(ifname, addr))
 
     def _address_removed(self, ifname: str, kaddr: Address) -> None:
+        self._note_local(ifname, kaddr, False)
         nic = self.nics.get(ifname)
         if nic is not None:
             for t in nic.cfg.test:
@@ -343,12 +416,117 @@ class Core:
         for nic in self.nics.values():
             if nic.repair_held_until is not None and now >= nic.repair_held_until:
                 nic.repair_held_until = None
+                self._dirty = True
+        for g in self.groups:
+            for nic in g.nics:
+                for fam, p in nic.probers.items():
+                    if p.running:
+                        self._run_prober(g, nic, fam, p, now)
+                self._judge(g, nic)
 
+    def _run_prober(self, g: Group, nic: Nic, fam: int, p: Prober, now: float) -> None:
+        inst = f"(inet{'' if fam == 4 else '6'} {nic.name})"
+        for t in p.expire(now):
+            p.drop_target(t, now)
+            self._log(INFO, f"probe target {t.addr} {inst} stopped answering while others answer; "
+                            f"probing the others", "target_dead", g.name, nic.name)
+        probes, missed = p.due(now)
+        if missed:
+            self._log(INFO, f"missed sending {missed} probes {inst}: mpathd was not scheduled "
+                            f"in time", "probes_missed", g.name, nic.name)
+        for pr in probes:
+            self._out.append(SendProbe(nic.name, fam, pr.dst, pr.seq, pr.nonce, pr.kind))
+        if (not p.targets and p.discoveries_unanswered >= timing.NUM_PROBE_FAILS
+                and not p.no_targets_reported):
+            p.no_targets_reported = True
+            self._log(ERR, f"No probe targets found {inst}: nothing answered an echo to "
+                           f"{'224.0.0.1' if fam == 4 else 'ff02::1'}; probe-based failure detection "
+                           f"is not possible on {nic.name} until a target is configured or answers",
+                      "no_targets", g.name, nic.name)
+
+    def _probe_reply(self, ev: ProbeReply) -> None:
+        nic = self.nics.get(ev.ifname)
+        p = nic.probers.get(ev.family) if nic else None
+        if p is None or not p.running or ev.src in self.own:
+            return
+        g = self.group_of(nic)
+        if ev.kind == KIND_DISCOVERY:
+            if p.discovery(ev.nonce) and targets.on_probe_subnet(g.cfg, ev.family, ev.src):
+                for m in g.nics:                   # discovery is shared by the group
+                    q = m.probers.get(ev.family)
+                    if q is not None and q.add_host(ev.src):
+                        self._log(INFO, f"probe target {ev.src} found by multicast for {m.name}",
+                                  "target_found", g.name, m.name)
+        elif p.reply(ev.src, ev.seq, ev.nonce, ev.rx) is not None:
+            self._adapt_fdt(g, nic, ev.family, ev.src)
+        self._judge(g, nic)
+
+    def _adapt_fdt(self, g: Group, nic: Nic, fam: int, src: IP) -> None:
+        """Raise the group's FDT when a target's RTT makes it unachievable;
+        lower it back when every RTT allows (in.mpathd §5.3)."""
+        now = self.clock()
+        target = next((t for t in nic.probers[fam].targets if t.addr == src), None)
+        crtt = target.rtt.crtt if target else None
+        if crtt is None:
+            return
+        inst = f"(inet{'' if fam == 4 else '6'} {nic.name})"
+        user_ms = round(g.user_fdt * 1000)
+        if crtt > g.interval:
+            g.fdt = crtt * timing.FDT_RAISE_FACTOR * timing.PROBE_INTERVAL_DIVISOR
+            g.last_raise = now
+            self._set_interval(g)
+            self._log(INFO, f"Cannot meet requested failure detection time of {user_ms} ms on {inst} "
+                            f"new failure detection time for group \"{g.name}\" is "
+                            f"{round(g.fdt * 1000)} ms", "fdt_raised", g.name, nic.name)
+            self._dirty = True
+        elif (g.fdt > g.user_fdt and g.last_raise is not None
+              and now - g.last_raise > timing.FDT_SETTLING_S
+              and all(t.rtt.crtt is not None and t.rtt.crtt < g.interval / timing.FDT_LOWER_TRIGGER
+                      for m in g.nics for q in m.probers.values() for t in q.targets)):
+            g.fdt = max(g.fdt / 2, g.user_fdt)
+            g.last_raise = now if g.fdt > g.user_fdt else None
+            self._set_interval(g)
+            self._log(INFO, f"Improved failure detection time {round(g.fdt * 1000)} ms on {inst} "
+                            f"for group \"{g.name}\"", "fdt_lowered", g.name, nic.name)
+            self._dirty = True
+
+    def _set_interval(self, g: Group) -> None:
+        for m in g.nics:
+            for p in m.probers.values():
+                p.interval = g.interval
+
+    def _judge(self, g: Group, nic: Nic) -> None:
+        """Re-read the probe verdicts of a NIC; a change settles the group.
+        When a NIC's probes fail while no other member has heard an answer
+        since this NIC's losses began, the whole group has failed: every
+        member is failed, nothing moves, and host targets are rediscovered."""
+        before = nic.probe_state()
+        for p in nic.probers.values():
+            p.evaluate()
+        after = nic.probe_state()
+        if after == before:
+            return
+        self._dirty = True
+        if after != "failed" or not nic.functioning:
+            return
+        tff = min((p.first_loss_time() for p in nic.capable() if p.first_loss_time() is not None),
+                  default=self.clock())
+        for m in g.nics:
+            if m is nic or not m.functioning or m.link.state == "down":
+                continue
+            if not m.capable() or (m.last_ack() or float("-inf")) > tff:
+                return                            # another member still works: a NIC failure
+        for m in g.nics:
+            for p in m.probers.values():
+                if m is not nic:
+                    p.require_repair()
+                p.flush_hosts()
     # --------------------------------------------------- verdicts and policy
 
     def _works(self, nic: Nic) -> bool:
-        """The combined verdict of the watchers."""
-        return (nic.present and nic.link.state != "down" and nic.repair_held_until is None)
+        """The combined verdict of the watchers: carrier, probes, flap damping."""
+        return (nic.present and nic.link.state != "down" and nic.repair_held_until is None
+                and nic.probe_state() != "failed")
 
     def _settle(self) -> None:
         """Apply verdict changes, then place addresses, then report."""
@@ -375,6 +553,9 @@ class Core:
             self._place(g)
             self._refresh_group_state(g)
         self._install_test_addresses()
+        self._assign_targets()
+        for nic in self.nics.values():
+            self._sync_probing(nic)
         summary = self.summary()
         if summary != self._summary:
             self._summary = summary
@@ -461,6 +642,32 @@ class Core:
             self._log(ERR, f"At least 1 IP interface ({usable[-1].name}) in group {g.name} is now usable",
                       "group_usable", g.name, usable[-1].name)
 
+    def _assign_targets(self) -> None:
+        for g in self.groups:
+            for fam in (4, 6):
+                probers = [p for m in g.nics for f, p in m.probers.items() if f == fam]
+                if not probers:
+                    continue
+                mode, addrs = targets.choose(g.cfg, fam, self.routes, self.own)
+                for p in probers:
+                    if mode != "multicast" or p.mode != "multicast":
+                        if (p.mode, [t.addr for t in p.targets]) != (mode, addrs):
+                            p.set_targets(mode, addrs)
+
+    def _sync_probing(self, nic: Nic) -> None:
+        """Probe while the NIC is present, has carrier, is not offline and
+        has its test address."""
+        for fam, p in nic.probers.items():
+            src = nic.source(fam)
+            want = (nic.present and nic.link.state != "down" and not nic.offline and src is not None
+                    and (fam == 6 or (nic.name, nic.cfg.test[0]) in self.tests_present))
+            if want and not p.running:
+                self._out.append(StartProbing(nic.name, fam, nic.index, src))   # type: ignore[arg-type]
+                p.start(self.clock())
+            elif not want and p.running:
+                self._out.append(StopProbing(nic.name, fam))
+                p.stop()
+
     def _install_test_addresses(self) -> None:
         for nic in self.nics.values():
             if not nic.present:
@@ -487,29 +694,46 @@ class Core:
         return text + (": " + ", ".join(bad) if bad else "")
 
     def status(self) -> dict:
-        groups, interfaces, addresses, targets = [], [], [], []
+        groups, interfaces, addresses, target_rows, probes = [], [], [], [], []
+        now = self.clock()
         for g in self.groups:
             groups.append({
-                "name": g.name, "state": g.state, "fdt_ms": self.config.defaults.fdt_ms,
+                "name": g.name, "state": g.state, "fdt_ms": round(g.fdt * 1000),
                 "interfaces": [n.name for n in g.nics],
                 "active": [n.name for n in g.nics if n.active],
                 "inactive": [n.name for n in g.nics if n.functioning and n.inactive],
                 "unusable": [n.name for n in g.nics if not n.functioning],
             })
             for n in g.nics:
+                stats: dict[str, int] = defaultdict(int)
+                for p in n.probers.values():
+                    for k, v in p.stats.items():
+                        stats[k] += v
                 interfaces.append({
                     "name": n.name, "group": g.name, "state": n.state(), "active": n.active,
                     "standby": n.standby, "inactive": n.functioning and n.inactive,
                     "link": n.link.state if n.present else "unknown", "probe": n.probe_state(),
-                    "present": n.present, "offline": n.offline, "mac": n.mac,
+                    "present": n.present, "offline": n.offline, "mac": n.mac, "probes": dict(stats),
                 })
-                mode = "disabled" if not n.probing else ("static" if g.cfg.targets else "multicast")
-                targets.append({"interface": n.name, "mode": mode,
-                                "testaddr": [str(t.ip) for t in n.cfg.test]
-                                + (["link-local"] if n.cfg.test_link_local else []),
-                                "targets": [str(t) for t in g.cfg.targets] if n.probing else []})
+                if not n.probers:
+                    target_rows.append({"interface": n.name, "family": None, "mode": "disabled",
+                                        "testaddr": None, "targets": []})
+                for fam, p in n.probers.items():
+                    src = n.source(fam)
+                    target_rows.append({
+                        "interface": n.name, "family": fam,
+                        "mode": p.mode if p.running else "disabled",
+                        "testaddr": str(src) if src is not None else None,
+                        "targets": [str(t.addr) for t in p.active_targets(now)] if p.running else []})
+                    for r in p.records:
+                        probes.append({"time": round(r.time - now, 3), "interface": n.name, "family": fam,
+                                       "probe": r.seq, "target": r.target, "status": r.status,
+                                       "rtt_ms": _ms(r.rtt), "rtt_avg_ms": _ms(r.rtt_avg),
+                                       "rtt_dev_ms": _ms(r.rtt_dev), "late": r.late})
             for addr, home in g.home().items():
                 addresses.append({"address": str(addr), "group": g.name, "home": home,
                                   "interface": self.where[addr]})
+        probes.sort(key=lambda r: r["time"])
         return {"groups": groups, "interfaces": interfaces, "addresses": addresses,
-                "targets": targets, "counters": dict(self.counters), "summary": self.summary()}
+                "targets": target_rows, "probes": probes, "counters": dict(self.counters),
+                "summary": self.summary()}

@@ -61,11 +61,24 @@ VIEWS: dict[str, tuple[str, list[Field]]] = {
     ]),
     "targets": ("targets", [
         ("INTERFACE", 12, lambda t: t["interface"]),
-        ("MODE", 10, lambda t: t["mode"] if t["mode"] != "disabled" else "disabled"),
-        ("TESTADDR", 20, lambda t: " ".join(t["testaddr"])),
+        ("MODE", 10, lambda t: t["mode"]),
+        ("TESTADDR", 26, lambda t: t["testaddr"] or ""),
         ("TARGETS", 38, lambda t: " ".join(t["targets"])),
     ]),
+    "probes": ("probes", [
+        ("TIME", 10, lambda p: f"{p['time']:.2f}s"),
+        ("INTERFACE", 12, lambda p: p["interface"]),
+        ("PROBE", 7, lambda p: str(p["probe"])),
+        ("RTT", 10, lambda p: _ms(p["rtt_ms"])),
+        ("RTTAVG", 10, lambda p: _ms(p["rtt_avg_ms"])),
+        ("TARGET", 26, lambda p: p["target"] + (" (lost)" if p["status"] == "lost" else "")),
+        ("RTTDEV", 10, lambda p: _ms(p["rtt_dev_ms"])),
+    ]),
 }
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}ms"
 
 
 def select_fields(view: str, spec: str | None, parsable: bool) -> list[Field]:
@@ -129,7 +142,8 @@ def _parser() -> OneLineParser:
     for name, text in (("status", "every view"), ("groups", "groups (ipmpstat -g)"),
                        ("interfaces", "interfaces (ipmpstat -i)"),
                        ("addresses", "data addresses (ipmpstat -a)"),
-                       ("targets", "probe targets (ipmpstat -t)")):
+                       ("targets", "probe targets (ipmpstat -t)"),
+                       ("probes", "recent probes, oldest first (ipmpstat -p)")):
         s = sub.add_parser(name, help=f"show {text}")
         s.add_argument("--json", action="store_true", help="print JSON")
         if name != "status":
@@ -143,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     fields_spec, parsable = getattr(args, "fields", None), getattr(args, "parsable", False)
-    views = list(VIEWS) if args.cmd == "status" else [args.cmd]
+    views = [v for v in VIEWS if v != "probes"] if args.cmd == "status" else [args.cmd]
     try:
         chosen = {v: select_fields(v, fields_spec, parsable) for v in views}
     except ValueError as e:

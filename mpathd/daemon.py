@@ -16,8 +16,8 @@ from . import control
 from .cli import OneLineParser
 from .core import Core
 from .events import (ActionFailed, AddAddress, Announce, Event, Log, MoveAddress,
-                     PrepareInterface, ReleaseInterface, RemoveAddress, Resynced, Started,
-                     StateChanged, Tick)
+                     PrepareInterface, ReleaseInterface, RemoveAddress, Resynced, SendProbe,
+                     Started, StartProbing, StateChanged, StopProbing, Tick)
 from .log import emit, log, setup
 from .notify import Notifier
 
@@ -27,10 +27,13 @@ class Daemon:
         # scapy is imported here, once, and never on an event.
         from .announce import Announcer
         from .kernel import Kernel
+        from .probesock import ProbeSockets
         self.kernel = Kernel()
         self.announcer = Announcer()
         self.core = Core(cfg, time.monotonic)
         self.sel = selectors.DefaultSelector()
+        self.probes = ProbeSockets(lambda sock, cb: self.sel.register(sock, selectors.EVENT_READ, cb),
+                                   self.sel.unregister, self.dispatch)
         self.sel.register(self.kernel, selectors.EVENT_READ, self._netlink)
         self.control = control.ControlServer(control_path, self._request, self.sel)
         self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -45,6 +48,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: None)      # the wakeup fd carries the number
         self.dispatch(Started(*self.kernel.snapshot()))
+        routes = self.kernel.routes_changed()
+        if routes is not None:
+            self.dispatch(routes)
         log.info("mpathd ready: %s", self.core.summary())
         self.notifier.ready(self.core.summary())
         try:
@@ -61,6 +67,7 @@ class Daemon:
                     self.dispatch(Tick())
         finally:
             self.notifier.stopping()
+            self.probes.close_all()
             self.control.close()
             self.kernel.close()
         log.info("mpathd stopped; data addresses left where they are")
@@ -103,8 +110,14 @@ class Daemon:
                     emit(action)
                 case MoveAddress():
                     self.kernel.move_address(action)
+                case SendProbe():
+                    self.probes.send(action)
                 case Announce():
                     self.announcer.send(action.ifname, action.address)
+                case StartProbing():
+                    self.probes.open(action.ifname, action.family, action.index, action.source)
+                case StopProbing():
+                    self.probes.close(action.ifname, action.family)
                 case AddAddress():
                     self.kernel.add_address(action)
                 case RemoveAddress():

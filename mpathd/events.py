@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .config import Address, Config
+from .config import IP, Address, Config
 
 
 # ------------------------------------------------------------------ events
@@ -66,6 +66,31 @@ class AddressRemoved:
 
 
 @dataclass(frozen=True)
+class Route:
+    family: int                # 4 or 6
+    dst: str                   # network, e.g. "0.0.0.0/0"
+    gateway: str | None
+
+
+@dataclass(frozen=True)
+class RoutesChanged:
+    """The kernel's routes, after any change (probe targets come from them)."""
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True)
+class ProbeReply:
+    """An ICMP echo reply with our id, received on a NIC's probe socket."""
+    ifname: str
+    family: int
+    src: IP
+    seq: int
+    nonce: int
+    kind: int
+    rx: float                  # kernel receive time, on the monotonic clock
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time has passed; the core's next_deadline() has been reached."""
 
@@ -82,8 +107,8 @@ class ActionFailed:
     error: str
 
 
-Event = (Started | Resynced | LinkChanged | LinkRemoved | AddressAdded | AddressRemoved | Tick
-         | ConfigReloaded | ActionFailed)
+Event = (Started | Resynced | LinkChanged | LinkRemoved | AddressAdded | AddressRemoved
+         | RoutesChanged | ProbeReply | Tick | ConfigReloaded | ActionFailed)
 
 
 # ----------------------------------------------------------------- actions
@@ -134,6 +159,32 @@ class Announce:
 
 
 @dataclass(frozen=True)
+class StartProbing:
+    """Open the probe socket of a NIC for one family, bound to the NIC and to
+    the test address."""
+    ifname: str
+    family: int
+    index: int
+    source: IP
+
+
+@dataclass(frozen=True)
+class StopProbing:
+    ifname: str
+    family: int
+
+
+@dataclass(frozen=True)
+class SendProbe:
+    ifname: str
+    family: int
+    dst: IP
+    seq: int
+    nonce: int
+    kind: int
+
+
+@dataclass(frozen=True)
 class Log:
     level: int
     text: str
@@ -149,6 +200,6 @@ class StateChanged:
 
 
 Action = (PrepareInterface | ReleaseInterface | AddAddress | RemoveAddress | MoveAddress
-          | Announce | Log | StateChanged)
+          | Announce | StartProbing | StopProbing | SendProbe | Log | StateChanged)
 
 ERR, WARNING, INFO = logging.ERROR, logging.WARNING, logging.INFO

@@ -18,14 +18,15 @@ import socket
 from collections import Counter
 
 from pyroute2 import IPRoute, NetlinkError
-from pyroute2.netlink.rtnl import (RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK)
+from pyroute2.netlink.rtnl import (RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR,
+                                   RTMGRP_IPV6_ROUTE, RTMGRP_LINK)
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_LOOPBACK, IFF_POINTOPOINT, IFF_RUNNING, IFF_UP
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from .config import Address
 from .events import (AddAddress, AddressAdded, AddressRemoved, Event, LinkChanged, LinkInfo,
-                     LinkRemoved, MoveAddress, RemoveAddress, Resynced)
+                     LinkRemoved, MoveAddress, RemoveAddress, Resynced, Route, RoutesChanged)
 
 log = logging.getLogger("mpathd")
 
@@ -87,7 +88,9 @@ class Kernel:
             self.events.setsockopt(socket.SOL_SOCKET, 33, _RCVBUF)   # SO_RCVBUFFORCE
         except OSError:
             self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
-        self.events.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+        self.events.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+                          | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE))
+        self._routes: tuple[Route, ...] | None = None
         self.marshal = MarshalRtnl()
         self.names: dict[int, str] = {}
         self.expected: Counter[tuple[str, int, str]] = Counter()
@@ -110,13 +113,36 @@ class Kernel:
                       if m["index"] in self.names)
         return links, addrs
 
+    def routes(self) -> tuple[Route, ...]:
+        out = []
+        for family, fam in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
+            for r in self.ipr.get_routes(family=family):
+                table = r.get_attr("RTA_TABLE") or r["table"]
+                if table == _TABLE_LOCAL or r["type"] != 1:          # unicast routes only
+                    continue
+                dst = r.get_attr("RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
+                out.append(Route(fam, f"{dst}/{r['dst_len']}", r.get_attr("RTA_GATEWAY")))
+        return tuple(out)
+
+    def routes_changed(self) -> RoutesChanged | None:
+        """The routes, if they differ from the last ones reported."""
+        routes = self.routes()
+        if routes == self._routes:
+            return None
+        self._routes = routes
+        return RoutesChanged(routes)
+
     def read(self) -> list[Event]:
-        """Drain the event socket; return the changes made by others."""
+        """Drain the event socket; return the changes made by others, and
+        the routing table once after any route change."""
         out: list[Event] = []
+        route_change = False
         while True:
             try:
                 data = self.events.recv(1 << 20)
             except BlockingIOError:
+                if route_change and (ev := self.routes_changed()) is not None:
+                    out.append(ev)
                 return out
             except OSError as e:
                 if e.errno != errno.ENOBUFS:
@@ -128,8 +154,12 @@ class Kernel:
                         self.events.recv(1 << 20)
                     except (BlockingIOError, OSError):
                         break
-                return [Resynced(*self.snapshot())]
+                self._routes = None
+                return [Resynced(*self.snapshot())] + [ev for ev in [self.routes_changed()] if ev]
             for msg in self.marshal.parse(data):
+                if msg["event"] in ("RTM_NEWROUTE", "RTM_DELROUTE"):
+                    route_change = True
+                    continue
                 ev = self._decode(msg)
                 if ev is not None:
                     out.append(ev)

@@ -28,6 +28,22 @@ def probe_interval_ms(fdt_ms: int) -> int:
     return fdt_ms // PROBE_INTERVAL_DIVISOR
 
 
+# Up to MAX_PROBE_TARGETS targets are probed in turn; a target that misses
+# NUM_PROBE_FAILS of its own probes while others answer is dropped, and a
+# router or configured target is tried again after DEAD_TARGET_REST_S
+# (in.mpathd MIN_RECOVERY_TIME).
+MAX_PROBE_TARGETS = 5
+DEAD_TARGET_REST_S = 60.0
+
+# Adaptive FDT (in.mpathd §5.3): when a target's RTT estimate exceeds the
+# probe interval, the group's interval becomes twice that estimate (and the
+# FDT 7 times the interval). It is halved back towards the configured value
+# once every target's estimate is below a quarter of the interval and
+# FDT_SETTLING_S have passed since the last raise.
+FDT_RAISE_FACTOR = 2
+FDT_LOWER_TRIGGER = 4
+FDT_SETTLING_S = 60.0
+
 # Link-flap damping for NICs without probing (in.mpathd LINK_UP_PERMIN): the
 # third link-up within LINK_FLAP_WINDOW_S keeps the NIC failed until the
 # window has passed, so a bouncing cable does not drag addresses back and

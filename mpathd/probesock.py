@@ -1,0 +1,157 @@
+"""Probe sockets: ICMP echo out of one NIC, replies in, no decisions.
+
+One raw socket per NIC and address family, opened when probing starts:
+SO_BINDTODEVICE plus bind() to the test address, so that a probe leaves
+through its own NIC even when the routing table prefers another
+(linux-mechanics Q8), TTL/hop limit 1, an ICMP filter that passes only echo
+replies, and kernel receive time stamps. The echo request is built once
+with scapy; each probe patches its sequence number, nonce and time stamp
+into a copy of those bytes. Replies are parsed by offset, never dissected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import socket
+import struct
+import time
+from typing import Callable
+
+from scapy.layers.inet import ICMP
+from scapy.layers.inet6 import IPv6, ICMPv6EchoRequest
+
+from .events import ProbeReply, SendProbe
+
+log = logging.getLogger("mpathd")
+
+PAYLOAD = struct.Struct("!QQB3x")           # nonce, send time (ns), kind
+_SO_TIMESTAMPNS = 35
+_SOL_RAW = 255
+_ICMP_FILTER = 1                            # IPv4 raw, level SOL_RAW: bitmask of types to block
+_ICMP6_FILTER = 1
+_ECHO_REPLY4, _ECHO_REPLY6 = 0, 129
+_WARN_EVERY_S = 10.0
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+class _Sock:
+    def __init__(self, ifname: str, family: int, index: int, source, ident: int):
+        self.ifname, self.family, self.index, self.ident = ifname, family, index, ident
+        if family == 4:
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.IPPROTO_ICMP)
+            s.setsockopt(_SOL_RAW, _ICMP_FILTER, struct.pack("I", 0xFFFFFFFF & ~(1 << _ECHO_REPLY4)))
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(str(source)))
+            s.bind((str(source), 0))
+            header = bytes(ICMP(type=8, code=0, id=ident, seq=0))[:8]
+        else:
+            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.IPPROTO_ICMPV6)
+            block = [0xFFFFFFFF] * 8
+            block[_ECHO_REPLY6 >> 5] &= ~(1 << (_ECHO_REPLY6 & 31))
+            s.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("8I", *block))
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 1)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+            s.bind((str(source), 0, 0, index))
+            header = bytes(IPv6() / ICMPv6EchoRequest(id=ident, seq=0))[40:48]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        self.sock = s
+        self.header = header                       # type, code, checksum, id, seq
+        self.warned_at = 0.0
+
+    def packet(self, seq: int, nonce: int, kind: int) -> bytes:
+        body = bytearray(self.header + PAYLOAD.pack(nonce, time.monotonic_ns(), kind))
+        struct.pack_into("!H", body, 2, 0)
+        struct.pack_into("!H", body, 6, seq)
+        if self.family == 4:                       # the kernel checksums ICMPv6 itself
+            struct.pack_into("!H", body, 2, _checksum(bytes(body)))
+        return bytes(body)
+
+
+class ProbeSockets:
+    def __init__(self, register: Callable, unregister: Callable,
+                 deliver: Callable[[ProbeReply], None]):
+        self._register, self._unregister, self._deliver = register, unregister, deliver
+        self._socks: dict[tuple[str, int], _Sock] = {}
+        self._rng = random.SystemRandom()
+
+    def open(self, ifname: str, family: int, index: int, source) -> None:
+        self.close(ifname, family)
+        s = _Sock(ifname, family, index, source, self._rng.getrandbits(16))
+        self._socks[(ifname, family)] = s
+        self._register(s.sock, lambda: self._read(s))
+
+    def close(self, ifname: str, family: int) -> None:
+        s = self._socks.pop((ifname, family), None)
+        if s is not None:
+            self._unregister(s.sock)
+            s.sock.close()
+
+    def close_all(self) -> None:
+        for key in list(self._socks):
+            self.close(*key)
+
+    def send(self, p: SendProbe) -> None:
+        s = self._socks[(p.ifname, p.family)]
+        dst = (str(p.dst), 0) if p.family == 4 else (str(p.dst), 0, 0, s.index)
+        try:
+            s.sock.sendto(s.packet(p.seq, p.nonce, p.kind), dst)
+        except BlockingIOError:
+            pass                                   # as in.mpathd: counts as sent, and is lost
+
+    def _read(self, s: _Sock) -> None:
+        offset = time.time_ns() - time.monotonic_ns()
+        for _ in range(256):                       # bounded: never starve the loop
+            try:
+                data, anc, _flags, addr = s.sock.recvmsg(2048, 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("probe socket of %s (IPv%d): %s", s.ifname, s.family, e.strerror)
+                return
+            rx = time.monotonic()
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
+                    sec, nsec = struct.unpack("qq", value[:16])
+                    rx = (sec * 1_000_000_000 + nsec - offset) / 1e9
+            reply = self._parse(s, data, addr[0], rx)
+            if reply is not None:
+                self._deliver(reply)
+
+    def _parse(self, s: _Sock, data: bytes, src: str, rx: float) -> ProbeReply | None:
+        if s.family == 4:
+            if len(data) < 20:
+                return self._bad(s, src, f"truncated IP header ({len(data)} bytes)")
+            data = data[(data[0] & 0x0F) * 4:]
+        if len(data) < 8:
+            return self._bad(s, src, f"reply too short ({len(data)} bytes)")
+        icmp_type, code, _ck, ident, seq = struct.unpack_from("!BBHHH", data)
+        if ident != s.ident:
+            return None                            # another program's ping: not ours, not bad
+        if icmp_type != (_ECHO_REPLY4 if s.family == 4 else _ECHO_REPLY6) or code != 0:
+            return self._bad(s, src, f"probe reply type {icmp_type} code {code}")
+        if len(data) < 8 + PAYLOAD.size:
+            return self._bad(s, src, f"probe reply too short: {len(data)} bytes")
+        nonce, _sent_ns, kind = PAYLOAD.unpack_from(data, 8)
+        return ProbeReply(s.ifname, s.family, ipaddress.ip_address(src.split("%")[0]), seq, nonce, kind, rx)
+
+    def _bad(self, s: _Sock, src: str, why: str) -> None:
+        now = time.monotonic()
+        if now - s.warned_at >= _WARN_EVERY_S:
+            s.warned_at = now
+            log.warning("ignored a malformed echo reply from %s on %s: %s", src, s.ifname, why)
+        return None

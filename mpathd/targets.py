@@ -1,0 +1,64 @@
+"""Where probes go: probe targets from the configuration and the routes.
+
+In order of preference (Solaris IPMP):
+1. targets listed in groups.yaml (mode `static`);
+2. from the routing table (mode `routes`): first host routes to addresses on
+   the probe subnet (the Solaris way of pinning targets), then the routers
+   of default and static routes on that subnet;
+3. otherwise hosts that answer an echo to 224.0.0.1 or ff02::1 (mode
+   `multicast`), discovered by the probe engine.
+
+For IPv4 the probe subnet is that of the group's test addresses. IPv6 probes
+come from link-local addresses, so an IPv6 router target is a link-local
+next hop, or a next hop on one of the group's IPv6 data prefixes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable
+
+from .config import IP, GroupConfig
+from .events import Route
+
+
+def _on_subnet(group: GroupConfig, family: int, ip: IP) -> bool:
+    if ip.version != family or ip.is_multicast or ip.is_unspecified:
+        return False
+    if family == 4:
+        return any(ip in t.network for i in group.interfaces for t in i.test)
+    return ip.is_link_local or any(ip in a.network for a in _data(group) if a.version == 6)
+
+
+def _data(group: GroupConfig):
+    yield from group.data
+    for i in group.interfaces:
+        yield from i.data
+
+
+def choose(group: GroupConfig, family: int, routes: Iterable[Route],
+           own: set[IP]) -> tuple[str, list[IP]]:
+    """Return (mode, targets) for one family of a group; an empty list in
+    mode 'multicast' means: discover hosts."""
+    static = [t for t in group.targets if t.version == family]
+    if static:
+        return "static", static
+    hosts: list[IP] = []
+    routers: list[IP] = []
+    for r in routes:
+        if r.family != family:
+            continue
+        net = ipaddress.ip_network(r.dst, strict=False)
+        if net.prefixlen == net.max_prefixlen and _on_subnet(group, family, net.network_address):
+            hosts.append(net.network_address)
+        elif r.gateway is not None:
+            gw = ipaddress.ip_address(r.gateway.split("%")[0])
+            if _on_subnet(group, family, gw):
+                routers.append(gw)
+    found = [a for a in dict.fromkeys(hosts + routers) if a not in own]
+    return ("routes", found) if found else ("multicast", [])
+
+
+def on_probe_subnet(group: GroupConfig, family: int, ip: IP) -> bool:
+    """May a host that answered multicast discovery be a target?"""
+    return _on_subnet(group, family, ip)

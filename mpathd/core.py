@@ -151,11 +151,14 @@ class Core:
                     nic.probers[fam] = Prober(fam, g.interval, self.rng)
         self.addr_group: dict[Address, Group] = {}
         self.by_ip: dict = {}
+        self.configured: set[IP] = {t.ip for n in self.nics.values() for t in n.cfg.test}
         for g in self.groups:
             for addr in g.home():
                 self.where[addr] = None
                 self.addr_group[addr] = g
                 self.by_ip[addr.ip] = addr
+                self.configured.add(addr.ip)
+        self.own = set(self.configured)
         self._stranded: set[Address] = set()
 
     def _log(self, level: int, text: str, kind: str, group: str | None = None,
@@ -260,7 +263,7 @@ class Core:
         data address on several NICs are removed but for one."""
         observed: dict[Address, list[str]] = defaultdict(list)
         self.tests_present = set()
-        self.own = set()
+        self.own = set(self.configured)
         for nic in self.nics.values():
             nic.link_local = None
         for ifname, kaddr in addresses:
@@ -353,7 +356,10 @@ class Core:
     def _note_local(self, ifname: str, kaddr: Address, present: bool) -> None:
         """Keep the set of local addresses, and each NIC's link-local address
         (the source of its IPv6 probes)."""
-        (self.own.add if present else self.own.discard)(kaddr.ip)
+        if present:
+            self.own.add(kaddr.ip)
+        elif kaddr.ip not in self.configured:
+            self.own.discard(kaddr.ip)
         nic = self.nics.get(ifname)
         if nic is not None and kaddr.version == 6 and kaddr.ip.is_link_local:
             if present and nic.link_local is None:

@@ -168,13 +168,13 @@ class Prober:
         late = now - self.next_send > self.interval / 2
         # in.mpathd phyint_inst_timer: the next send falls in the second half
         # of the next interval; whole intervals that went by unsent are skipped.
-        self.base += self.interval
         nxt = self.base + self.rng.uniform(0.5, 1.0) * self.interval
         if now > nxt:
             missed = int((now - nxt) // self.interval) + 1
             self.base += missed * self.interval
             nxt += missed * self.interval
             self.stats["missed"] += missed
+        self.base += self.interval
         self.next_send = nxt
         targets = self.active_targets(now)
         if targets:

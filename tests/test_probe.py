@@ -1,0 +1,306 @@
+"""Probe-based detection in the sans-I/O core, with a fake clock and a
+simulated link: replies come back after an RTT unless the path drops them."""
+
+import heapq
+import ipaddress
+import random
+import textwrap
+
+import pytest
+
+from mpathd import timing
+from mpathd.config import Config, Defaults, parse_groups
+from mpathd.core import Core
+from mpathd.events import (AddAddress, LinkChanged, LinkInfo, Log, MoveAddress, ProbeReply, Route,
+                           RoutesChanged, SendProbe, Started, Tick)
+from mpathd.probe import KIND_DISCOVERY, Prober, RttEstimator
+
+IP = ipaddress.ip_address
+ROUTER = IP("192.0.2.1")
+
+GROUP = """
+groups:
+  g:
+    interfaces:
+      eth0: {data: [192.0.2.100/24], test: [192.0.2.10/24]}
+      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
+"""
+
+
+class Net:
+    """The core, a clock, and a link that answers probes."""
+
+    def __init__(self, yaml=GROUP, fdt_ms=1000, seed=0, routes=(Route(4, "0.0.0.0/0", "192.0.2.1"),),
+                 rtt=0.0002, hosts=()):
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        cfg = Config(defaults=Defaults(fdt_ms=fdt_ms), groups=parse_groups(textwrap.dedent(yaml), "t"))
+        self.core = Core(cfg, lambda: self.now, rng=random.Random(seed))
+        self.names = [i.name for g in cfg.groups for i in g.interfaces]
+        self.rtt = rtt
+        self.hosts = [IP(h) for h in hosts]     # answer multicast discovery
+        self.broken: dict[str, float] = {}     # ifname -> loss probability
+        self.dead_targets: set = set()
+        self.replies: list = []                # heap of (time, n, ProbeReply)
+        self.n = 0
+        self.kernel = {n: set() for n in self.names}
+        self.log: list[str] = []
+        lls = tuple((n, ipaddress.ip_interface(f"fe80::a{i}/64")) for i, n in enumerate(self.names))
+        self.feed(Started(tuple(LinkInfo(n, i + 1, None, True) for i, n in enumerate(self.names)), lls))
+        self.feed(RoutesChanged(tuple(routes)))
+
+    def feed(self, event):
+        for a in self.core.handle(event):
+            if isinstance(a, Log):
+                self.log.append((self.now, a.text))
+            elif isinstance(a, AddAddress):
+                self.kernel[a.ifname].add(a.address)
+            elif isinstance(a, MoveAddress):
+                self.kernel[a.src].discard(a.address)
+                self.kernel[a.dst].add(a.address)
+            elif isinstance(a, SendProbe):
+                self.send(a)
+
+    def send(self, a: SendProbe):
+        if self.rng.random() < self.broken.get(a.ifname, 0.0):
+            return
+        responders = self.hosts if a.kind == KIND_DISCOVERY else [a.dst]
+        for r in responders:
+            if r in self.dead_targets:
+                continue
+            self.n += 1
+            heapq.heappush(self.replies, (self.now + self.rtt, self.n,
+                                          ProbeReply(a.ifname, a.family, r, a.seq, a.nonce, a.kind,
+                                                     self.now + self.rtt)))
+
+    def run(self, until: float):
+        while True:
+            deadline = self.core.next_deadline()
+            t_reply = self.replies[0][0] if self.replies else None
+            t = min(x for x in (deadline, t_reply, until) if x is not None)
+            if t >= until:
+                self.now = until
+                return
+            self.now = max(self.now, t)
+            if t_reply is not None and t_reply <= t:
+                self.feed(heapq.heappop(self.replies)[2])
+            else:
+                self.feed(Tick())
+
+    def holder(self, addr):
+        (h,) = [n for n, s in self.kernel.items() if ipaddress.ip_interface(addr) in s]
+        return h
+
+    def when(self, text):
+        return next((t for t, line in self.log if text in line), None)
+
+    def nic(self, name):
+        return self.core.nics[name]
+
+
+def test_probes_are_sent_in_the_second_half_of_each_interval():
+    p = Prober(4, 1.0, random.Random(1))
+    p.set_targets("routes", [ROUTER])
+    p.start(0.0)
+    sends = []
+    now = 0.0
+    while now < 100:
+        now = p.deadline()
+        probes, missed = p.due(now)
+        p.expire(now)
+        if probes:
+            sends.append(now)
+    assert missed == 0
+    first = sends[0]
+    assert 0 <= first <= 1.0
+    for k, t in enumerate(sends[1:], 1):
+        assert first + (k - 0.5) <= t <= first + k + 1e-9, (k, t)
+    gaps = [b - a for a, b in zip(sends, sends[1:])]
+    assert min(gaps) >= 0.5 - 1e-9 and max(gaps) <= 1.5 + 1e-9
+
+
+def test_rtt_estimator_follows_jacobson_karels():
+    e = RttEstimator()
+    e.update(0.010)
+    assert e.crtt == pytest.approx(0.010 + 4 * 0.005)
+    e.update(0.018)                 # err 8 ms: avg += 1 ms, dev += (8 - 5) / 4
+    assert e.avg == pytest.approx(0.011) and e.dev == pytest.approx(0.00575)
+
+
+def test_healthy_group_finds_the_router_target_and_is_ok():
+    net = Net()
+    net.run(10)
+    rows = net.core.status()["targets"]
+    assert {(r["interface"], r["mode"], tuple(r["targets"])) for r in rows} == {
+        ("eth0", "routes", ("192.0.2.1",)), ("eth1", "routes", ("192.0.2.1",))}
+    assert all(i["probe"] == "ok" and i["state"] == "ok" for i in net.core.status()["interfaces"])
+    assert not [line for _, line in net.log if "failure" in line]
+
+
+@pytest.mark.parametrize("fdt_ms", [100, 250, 1000, 10_000, 60_000])
+@pytest.mark.parametrize("seed", range(8))
+def test_silent_loss_is_detected_within_the_fdt(fdt_ms, seed):
+    net = Net(fdt_ms=fdt_ms, seed=seed)
+    fdt = fdt_ms / 1000
+    net.run(3 * fdt)
+    t_break = net.now + random.Random(seed).uniform(0, fdt)
+    net.run(t_break)
+    net.broken["eth0"] = 1.0
+    net.run(t_break + 2 * fdt)
+    detected = net.when("IP interface failure detected on eth0 of group g")
+    assert detected is not None
+    assert detected - t_break <= fdt, f"detected after {detected - t_break:.3f} s, FDT {fdt} s"
+    assert net.holder("192.0.2.100/24") == "eth1"
+    # repair: ten answers in a row, about 2 x FDT after the path returns
+    t_fix = net.now
+    net.broken["eth0"] = 0.0
+    net.run(t_fix + 3 * fdt)
+    repaired = net.when("IP interface repair detected on eth0 of group g")
+    assert repaired is not None
+    interval = fdt / timing.PROBE_INTERVAL_DIVISOR
+    assert repaired - t_fix <= (timing.NUM_PROBE_REPAIRS + 1.5) * interval
+    assert net.holder("192.0.2.100/24") == "eth0"
+
+
+def test_loss_on_every_path_is_a_group_failure_that_moves_nothing():
+    net = Net()
+    net.run(5)
+    net.broken = {"eth0": 1.0, "eth1": 1.0}
+    net.run(8)
+    assert net.when("All IP interfaces in group g are now unusable") is not None
+    assert not any(isinstance(x, MoveAddress) for x in []) and net.holder("192.0.2.100/24") == "eth0"
+    assert net.holder("192.0.2.101/24") == "eth1"
+    assert net.core.status()["groups"][0]["state"] == "failed"
+    assert not [line for _, line in net.log if "failed over" in line]
+    net.broken = {}
+    net.run(12)
+    assert net.core.status()["groups"][0]["state"] == "ok"
+    assert net.when("is now usable") is not None
+
+
+def test_random_loss_rarely_fails_and_total_loss_does():
+    # 20% loss: five in a row has probability 0.2^5 per probe. Over 60 s at
+    # FDT 1 s (~420 probes) with this seed there is no run of five.
+    net = Net(seed=3)
+    net.broken["eth0"] = 0.2
+    net.run(60)
+    assert net.nic("eth0").probers[4].stats["lost"] > 40          # the loss was real
+    assert net.when("failure detected") is None
+    net.broken["eth0"] = 1.0
+    net.run(62)
+    assert net.when("IP interface failure detected on eth0") is not None
+
+
+def test_spoofed_replies_never_count():
+    net = Net()
+    net.run(5)
+    net.broken["eth0"] = 1.0
+    p = net.nic("eth0").probers[4]
+    for seq in range(0, 0x10000, 97):            # wrong nonces for every seq, and a wrong source
+        net.feed(ProbeReply("eth0", 4, ROUTER, seq, 12345, 1, net.now))
+        net.feed(ProbeReply("eth0", 4, IP("192.0.2.66"), p.seq, 0, 1, net.now))
+    net.run(7)
+    assert net.when("IP interface failure detected on eth0") is not None
+
+
+def test_late_reply_turns_a_loss_into_an_answer():
+    p = Prober(4, 1.0, random.Random(0))
+    p.set_targets("routes", [ROUTER])
+    p.start(0.0)
+    now = p.deadline()
+    (probe,), _ = p.due(now)
+    p.expire(now + 2)
+    assert p.slots[-1].status == "lost" and p.consecutive("lost") == 1
+    assert p.reply(ROUTER, probe.seq, probe.nonce, now + 2.1) == "late-ack"
+    assert p.consecutive("lost") == 0 and p.consecutive("acked") == 1
+
+
+def test_a_dead_target_is_replaced_without_failing_the_nic():
+    yaml = GROUP + "    targets: [192.0.2.1, 192.0.2.2, 192.0.2.3]\n"
+    net = Net(yaml=yaml)
+    net.run(5)
+    net.dead_targets.add(IP("192.0.2.2"))
+    net.run(20)
+    assert net.when("probe target 192.0.2.2 (inet eth0) stopped answering") is not None
+    assert net.when("failure detected") is None
+    rows = {r["interface"]: r for r in net.core.status()["targets"]}
+    assert rows["eth0"]["mode"] == "static" and "192.0.2.2" not in rows["eth0"]["targets"]
+
+
+def test_multicast_discovery_finds_hosts_and_ignores_our_own():
+    net = Net(routes=(), hosts=["192.0.2.2", "192.0.2.3", "192.0.2.10"])
+    net.run(5)
+    rows = {r["interface"]: r for r in net.core.status()["targets"]}
+    assert rows["eth0"]["mode"] == "multicast"
+    assert sorted(rows["eth0"]["targets"]) == ["192.0.2.2", "192.0.2.3"]   # .10 is eth0's own
+
+
+def test_no_targets_is_reported_and_counts_as_working():
+    net = Net(routes=())
+    net.run(5)
+    assert net.when("No probe targets found (inet eth0)") is not None
+    st = {i["name"]: i for i in net.core.status()["interfaces"]}
+    assert st["eth0"]["probe"] == "unknown" and st["eth0"]["state"] == "unknown"
+    assert net.core.nics["eth0"].active
+
+
+def test_ipv6_probing_from_link_local():
+    yaml = GROUP.replace("test: [192.0.2.10/24]", "test: [link-local]").replace(
+        "test: [192.0.2.11/24]", "test: [link-local]")
+    net = Net(yaml=yaml, routes=(Route(6, "::/0", "fe80::1"),))
+    net.run(3)
+    rows = {r["interface"]: r for r in net.core.status()["targets"]}
+    assert rows["eth0"]["family"] == 6 and rows["eth0"]["targets"] == ["fe80::1"]
+    assert rows["eth0"]["testaddr"] == "fe80::a0"
+    net.broken["eth0"] = 1.0
+    net.run(5)
+    assert net.holder("192.0.2.100/24") == "eth1"
+
+
+def test_both_families_must_fail_and_one_repairs():
+    yaml = GROUP.replace("test: [192.0.2.10/24]", "test: [192.0.2.10/24, link-local]")
+    net = Net(yaml=yaml, routes=(Route(4, "0.0.0.0/0", "192.0.2.1"), Route(6, "::/0", "fe80::1")))
+    net.run(3)
+    p4, p6 = net.nic("eth0").probers[4], net.nic("eth0").probers[6]
+    net.dead_targets.add(IP("fe80::1"))          # only IPv6 goes unanswered
+    net.run(6)
+    assert p6.verdict == "failed" and net.when("failure detected on eth0") is None
+    net.broken["eth0"] = 1.0
+    net.run(9)
+    assert net.when("failure detected on eth0") is not None
+
+
+def test_fdt_is_raised_when_rtt_makes_it_unachievable_and_lowered_later():
+    net = Net(fdt_ms=100, rtt=0.030)             # interval 14 ms, RTT 30 ms
+    net.run(5)
+    assert net.when('Cannot meet requested failure detection time of 100 ms on (inet eth') is not None
+    assert net.core.status()["groups"][0]["fdt_ms"] > 100
+    assert net.when("failure detected") is None
+    net.rtt = 0.0002
+    net.run(5 + 4 * timing.FDT_SETTLING_S)
+    assert net.when('Improved failure detection time') is not None
+    assert net.core.status()["groups"][0]["fdt_ms"] == 100
+
+
+def test_late_sends_are_counted_and_not_held_against_the_nic():
+    net = Net()
+    net.run(3)
+    net.broken["eth0"] = 1.0
+    # the daemon is descheduled for a while: every probe it sends is late
+    p = net.nic("eth0").probers[4]
+    for _ in range(8):
+        net.now = p.next_send + p.interval * 0.9
+        net.feed(Tick())
+    assert p.stats["late"] >= 5
+    assert net.when("failure detected on eth0") is None
+
+
+def test_link_down_needs_fresh_answers_to_repair():
+    net = Net()
+    net.run(3)
+    net.feed(LinkChanged(LinkInfo("eth0", 1, None, False)))
+    assert net.holder("192.0.2.100/24") == "eth1"
+    net.feed(LinkChanged(LinkInfo("eth0", 1, None, True)))
+    assert net.holder("192.0.2.100/24") == "eth1"          # not yet: probes must answer
+    net.run(net.now + 3)
+    assert net.holder("192.0.2.100/24") == "eth0"

@@ -184,6 +184,17 @@ class Lab:
             self.sh(role, "ip", "addr", "add", f"{self.target4(k)}/24", "dev", "eth0")
             self.sh(role, "ip", "addr", "add", f"{self.target6(k)}/64", "dev", "eth0", "nodad")
 
+    def station(self, role: str, addr4: str) -> str:
+        """Another host on the switch (for example an attacker); returns its
+        namespace. Its port is p-<role>."""
+        ns = self._add_ns(role)
+        self._attach(role, "eth0", f"p-{role}")
+        self.sh(role, "ip", "addr", "add", f"{addr4}/24", "dev", "eth0")
+        return ns
+
+    def mac(self, role: str, ifname: str) -> str:
+        return self.ip_json(role, "link", "show", ifname)[0]["address"]
+
     def _attach(self, role: str, ifname: str, port: str) -> None:
         _run(["ip", "link", "add", ifname, "netns", self.ns(role), "type", "veth",
               "peer", "name", port, "netns", self.ns("sw")])
@@ -280,17 +291,20 @@ class Lab:
     def restore(self, nic: str) -> None:
         self.sh("sw", "ip", "link", "set", f"p-{nic}", "up")
 
-    def drop(self, nic: str, percent: int = 100, what: str = "") -> None:
-        """Silent loss at the switch port (carrier stays up): every frame in
-        both directions, or `percent` of them at random; `what` narrows the
-        rule with an nft match such as 'ip protocol icmp'."""
+    def drop(self, nic: str, percent: int = 100, what: str = "", direction: str = "both") -> None:
+        """Silent loss at the switch port of a NIC or station (carrier stays
+        up): every frame, or `percent` of them at random. `what` narrows the
+        rule with an nft match such as 'ip protocol icmp'; `direction` is
+        'both', 'out' (frames the NIC sends) or 'in' (frames sent to it)."""
         table = f"drop_{nic}"
         verdict = "drop" if percent >= 100 else f"numgen random mod 100 < {percent} drop"
         self.undrop(nic)
         rules = (f"add table bridge {table}\n"
-                 f"add chain bridge {table} fw {{ type filter hook forward priority 0; policy accept; }}\n"
-                 f"add rule bridge {table} fw iifname \"p-{nic}\" {what} {verdict}\n"
-                 f"add rule bridge {table} fw oifname \"p-{nic}\" {what} {verdict}\n")
+                 f"add chain bridge {table} fw {{ type filter hook forward priority 0; policy accept; }}\n")
+        if direction in ("both", "out"):
+            rules += f"add rule bridge {table} fw iifname \"p-{nic}\" {what} {verdict}\n"
+        if direction in ("both", "in"):
+            rules += f"add rule bridge {table} fw oifname \"p-{nic}\" {what} {verdict}\n"
         path = os.path.join(self.dir, f"{table}.nft")
         with open(path, "w") as f:
             f.write(rules)

@@ -2,10 +2,15 @@
 
     python -m mpathd.labtraffic tcp-server ADDR PORT SECONDS
     python -m mpathd.labtraffic tcp-client ADDR PORT SECONDS INTERVAL_MS
+    python -m mpathd.labtraffic spoof IFNAME DSTMAC SRC DST SECONDS RATE
 
 The client sends a 16-byte numbered message every INTERVAL_MS over one TCP
 connection, reads the echo, and prints one JSON line: how many were echoed,
 the largest gap between two echoes, and the error that ended it, if any.
+`spoof` plays an attacker: it sends forged ICMP echo replies from SRC to DST
+(a test address) with guessed ids, sequence numbers and payloads, RATE per
+second, straight onto the wire of IFNAME.
+
 Every loop is bounded by SECONDS.
 """
 
@@ -72,8 +77,42 @@ def tcp_client(addr: str, port: int, seconds: float, interval_ms: float) -> None
     print(json.dumps(result), flush=True)
 
 
+def spoof(ifname: str, dstmac: str, src: str, dst: str, seconds: float, rate: int) -> None:
+    import random
+    import struct
+
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+
+    from .probesock import checksum
+    rng = random.Random()
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    sock.bind((ifname, 0))
+    template = bytearray(bytes(Ether(dst=dstmac) / IP(src=src, dst=dst, ttl=64)
+                               / ICMP(type=0, id=0, seq=0) / (b"\0" * 20)))
+    icmp = 14 + 20
+    print("spoofing", flush=True)
+    deadline = time.monotonic() + seconds
+    sent = 0
+    while time.monotonic() < deadline and sent < rate * seconds:
+        frame = bytearray(template)
+        struct.pack_into("!HH", frame, icmp + 4, rng.getrandbits(16), rng.getrandbits(16))
+        frame[icmp + 8:icmp + 28] = rng.randbytes(20)
+        struct.pack_into("!H", frame, icmp + 2, 0)
+        struct.pack_into("!H", frame, icmp + 2, checksum(bytes(frame[icmp:])))
+        sock.send(bytes(frame))
+        sent += 1
+        time.sleep(1 / rate)
+    print(json.dumps({"sent": sent}), flush=True)
+
+
 def main(argv: list[str]) -> None:
-    cmd, addr, port, seconds, *rest = argv
+    cmd, *args = argv
+    if cmd == "spoof":
+        ifname, dstmac, src, dst, seconds, rate = args
+        spoof(ifname, dstmac, src, dst, float(seconds), int(rate))
+        return
+    addr, port, seconds, *rest = args
     if cmd == "tcp-server":
         tcp_server(addr, int(port), float(seconds))
     elif cmd == "tcp-client":

@@ -35,7 +35,8 @@ _ECHO_REPLY4, _ECHO_REPLY6 = 0, 129
 _WARN_EVERY_S = 10.0
 
 
-def _checksum(data: bytes) -> int:
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071)."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -78,7 +79,7 @@ class _Sock:
         struct.pack_into("!H", body, 2, 0)
         struct.pack_into("!H", body, 6, seq)
         if self.family == 4:                       # the kernel checksums ICMPv6 itself
-            struct.pack_into("!H", body, 2, _checksum(bytes(body)))
+            struct.pack_into("!H", body, 2, checksum(bytes(body)))
         return bytes(body)
 
 

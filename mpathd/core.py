@@ -134,6 +134,10 @@ class Core:
         self.counters: dict[str, int] = defaultdict(int)
         self._out: list[Action] = []
         self._summary = ""
+        # TRACK_INTERFACES_ONLY_WITH_GROUPS=no: every other NIC joins the
+        # anonymous group, which only detects and reports (in.mpathd's "").
+        self.track_all = not config.defaults.track_only_groups
+        self.anon = Group(GroupConfig("", ()), [])
         self._build(config)
 
     # ------------------------------------------------------------ plumbing
@@ -166,14 +170,31 @@ class Core:
         self._out.append(Log(level, text, kind, group, ifname))
 
     def group_of(self, nic: Nic) -> Group:
-        return next(g for g in self.groups if nic in g.nics)
+        return next((g for g in self.groups if nic in g.nics), self.anon)
+
+    def _find(self, name: str) -> Nic | None:
+        return self.nics.get(name) or next((n for n in self.anon.nics if n.name == name), None)
+
+    def _watch_anonymous(self, link: LinkInfo) -> Nic | None:
+        """A NIC in no group, tracked when TRACK_INTERFACES_ONLY_WITH_GROUPS=no
+        (loopback and point-to-point links excepted)."""
+        if not self.track_all or link.loopback_or_p2p:
+            return None
+        nic = Nic(InterfaceConfig(link.name, ""))
+        self.anon.nics.append(nic)
+        return nic
+
+    @staticmethod
+    def _of(g: Group) -> str:
+        return f" of group {g.name}" if g.name else ""
 
     def _managed(self, addr: Address) -> Address | None:
         """The configured data address with the same IP as `addr`, if any."""
         return self.by_ip.get(addr.ip)
 
     def next_deadline(self) -> float | None:
-        times = [n.repair_held_until for n in self.nics.values() if n.repair_held_until is not None]
+        times = [n.repair_held_until for n in [*self.nics.values(), *self.anon.nics]
+                 if n.repair_held_until is not None]
         for n in self.nics.values():
             for p in n.probers.values():
                 d = p.deadline()
@@ -216,18 +237,18 @@ class Core:
 
     def _start(self, ev: Started) -> None:
         for link in ev.links:
-            nic = self.nics.get(link.name)
+            nic = self.nics.get(link.name) or self._watch_anonymous(link)
             if nic is not None:
                 self._attach(nic, link)
         observed = self._learn_addresses(ev.addresses)
-        for nic in self.nics.values():
+        for nic in [*self.nics.values(), *self.anon.nics]:
             # Not working at start: failed before any activation is decided.
             # A missing NIC is reported when its addresses are placed.
             if nic.present and not self._works(nic):
-                group = self.group_of(nic).name
-                self._log(ERR, f"The link has gone down on {nic.name}", "link_down", group, nic.name)
-                self._log(ERR, f"IP interface failure detected on {nic.name} of group {group}",
-                          "failure", group, nic.name)
+                g = self.group_of(nic)
+                self._log(ERR, f"The link has gone down on {nic.name}", "link_down", g.name or None, nic.name)
+                self._log(ERR, f"IP interface failure detected on {nic.name}{self._of(g)}",
+                          "failure", g.name or None, nic.name)
             nic.failed = not self._works(nic)
         failback = self.config.defaults.failback
         for g in self.groups:
@@ -297,8 +318,9 @@ class Core:
             if nic.present:                    # re-plugged under the same name: a new device
                 self._detach(nic)
             nic.index, nic.mac = link.index, link.mac
-            self._out.append(PrepareInterface(nic.name, link.index, link.mac,
-                                              tuple(self.group_of(nic).home())))
+            if nic.cfg.group:                  # NICs in no group are watched, never touched
+                self._out.append(PrepareInterface(nic.name, link.index, link.mac,
+                                                  tuple(self.group_of(nic).home())))
         nic.mac = link.mac
         return nic.link.observe(link.running)
 
@@ -316,13 +338,14 @@ class Core:
         self._out.append(ReleaseInterface(nic.name))
 
     def _link_changed(self, link: LinkInfo) -> None:
-        nic = self.nics.get(link.name)
+        nic = self._find(link.name) or self._watch_anonymous(link)
         if nic is None:
             return
-        group = self.group_of(nic).name
+        g = self.group_of(nic)
+        group = g.name or None
         appeared = not nic.present or nic.index != link.index
         if appeared:
-            self._log(INFO, f"IP interface {nic.name} of group {group} is present (index {link.index})",
+            self._log(INFO, f"IP interface {nic.name}{self._of(g)} is present (index {link.index})",
                       "nic_added", group, nic.name)
         change = self._attach(nic, link)
         if change == "down":
@@ -341,16 +364,19 @@ class Core:
                 nic.repair_held_until = until
                 self._log(ERR, f"The link has come up on {nic.name} more than "
                                f"{timing.LINK_UP_PERMIN} times in the last minute; disabling repair "
-                               f"until it stabilizes", "flapping", self.group_of(nic).name, nic.name)
+                               f"until it stabilizes", "flapping", self.group_of(nic).name or None, nic.name)
         nic.link.record_up(now)
 
     def _link_removed(self, name: str, index: int) -> None:
-        nic = self.nics.get(name)
+        nic = self._find(name)
         if nic is None or nic.index != index:
             return
-        group = self.group_of(nic).name
-        self._log(ERR, f"IP interface {nic.name} of group {group} has been removed from kernel",
-                  "nic_removed", group, nic.name)
+        g = self.group_of(nic)
+        self._log(ERR, f"IP interface {nic.name}{self._of(g)} has been removed from kernel",
+                  "nic_removed", g.name or None, nic.name)
+        if g is self.anon:
+            self.anon.nics.remove(nic)
+            return
         self._detach(nic)
 
     def _note_local(self, ifname: str, kaddr: Address, present: bool) -> None:
@@ -419,7 +445,7 @@ class Core:
 
     def _tick(self) -> None:
         now = self.clock()
-        for nic in self.nics.values():
+        for nic in [*self.nics.values(), *self.anon.nics]:
             if nic.repair_held_until is not None and now >= nic.repair_held_until:
                 nic.repair_held_until = None
                 self._dirty = True
@@ -537,24 +563,26 @@ class Core:
     def _settle(self) -> None:
         """Apply verdict changes, then place addresses, then report."""
         failback = self.config.defaults.failback
-        for g in self.groups:
+        for g in [*self.groups, self.anon]:
             for nic in g.nics:
                 works = self._works(nic)
                 if works and nic.failed:
                     nic.failed = False
                     self.counters["repairs"] += 1
-                    self._log(ERR, f"IP interface repair detected on {nic.name} of group {g.name}",
-                              "repair", g.name, nic.name)
-                    if not nic.offline:
+                    self._log(ERR, f"IP interface repair detected on {nic.name}{self._of(g)}",
+                              "repair", g.name or None, nic.name)
+                    if not nic.offline and g is not self.anon:
                         policy.transition_to_running(g.nics, nic, repair=True, failback=failback)
                 elif not works and not nic.failed:
                     was_active = nic.active
                     nic.failed, nic.inactive = True, False
                     self.counters["failures"] += 1
-                    self._log(ERR, f"IP interface failure detected on {nic.name} of group {g.name}",
-                              "failure", g.name, nic.name)
+                    self._log(ERR, f"IP interface failure detected on {nic.name}{self._of(g)}",
+                              "failure", g.name or None, nic.name)
                     if was_active:
                         policy.activate_another(g.nics, nic)
+            if g is self.anon:
+                continue
             policy.ensure_one_active(g.nics)
             self._place(g)
             self._refresh_group_state(g)
@@ -739,6 +767,13 @@ class Core:
             for addr, home in g.home().items():
                 addresses.append({"address": str(addr), "group": g.name, "home": home,
                                   "interface": self.where[addr]})
+        for n in self.anon.nics:
+            interfaces.append({
+                "name": n.name, "group": None, "state": n.state(), "active": n.functioning,
+                "standby": False, "inactive": False, "link": n.link.state, "probe": "disabled",
+                "present": True, "offline": False, "mac": n.mac, "probes": {}})
+            target_rows.append({"interface": n.name, "family": None, "mode": "disabled",
+                                "testaddr": None, "targets": []})
         probes.sort(key=lambda r: r["time"])
         return {"groups": groups, "interfaces": interfaces, "addresses": addresses,
                 "targets": target_rows, "probes": probes, "counters": dict(self.counters),

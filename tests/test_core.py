@@ -315,3 +315,25 @@ def test_random_link_events_keep_the_invariant(seed):
         if lab.core.next_deadline() is not None and rng.random() < 0.3:
             lab.now = lab.core.next_deadline()
             lab.do(Tick())
+
+
+def test_track_all_watches_nics_in_no_group_and_moves_nothing():
+    yaml = "groups:\n  g:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n"
+    now = [0.0]
+    cfg = Config(defaults=Defaults(track_only_groups=False), groups=parse_groups(yaml, "t"))
+    core = Core(cfg, lambda: now[0])
+    lo = LinkInfo("lo", 1, None, True, loopback_or_p2p=True)
+    out = core.handle(Started((lo, LinkInfo("eth0", 2, None, True), LinkInfo("eth9", 3, None, True)), ()))
+    assert not any(isinstance(a, PrepareInterface) and a.ifname == "eth9" for a in out)
+    names = {i["name"]: i for i in core.status()["interfaces"]}
+    assert set(names) == {"eth0", "eth9"} and names["eth9"]["group"] is None
+    out = core.handle(LinkChanged(LinkInfo("eth9", 3, None, False)))
+    texts = [a.text for a in out if isinstance(a, Log)]
+    assert "IP interface failure detected on eth9" in texts
+    assert not any(isinstance(a, (MoveAddress, AddAddress, RemoveAddress)) for a in out)
+    out = core.handle(LinkChanged(LinkInfo("eth9", 3, None, True)))
+    assert "IP interface repair detected on eth9" in [a.text for a in out if isinstance(a, Log)]
+    # with the default (yes), NICs in no group are not watched
+    core = Core(Config(groups=cfg.groups), lambda: 0.0)
+    core.handle(Started((LinkInfo("eth0", 2, None, True), LinkInfo("eth9", 3, None, True)), ()))
+    assert [i["name"] for i in core.status()["interfaces"]] == ["eth0"]

@@ -210,3 +210,35 @@ def test_bad_config_is_rejected_with_one_line_and_nothing_applied(make_lab, tmp_
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "unrecognized arguments" in p.stderr
     assert lab.addresses() == before
     assert not (tmp_path / "s").exists()
+
+
+def test_track_all_reports_nics_in_no_group_and_moves_nothing(make_lab):
+    lab = make_lab(nics=3)
+    d = lab.start_daemon(STANDBY.replace("      eth2: {standby: true}\n", ""),
+                         defaults="TRACK_INTERFACES_ONLY_WITH_GROUPS=no\n")
+    ifs = {i["name"]: i for i in d.status()["interfaces"]}
+    assert ifs["eth2"]["group"] is None and ifs["eth2"]["state"] == "ok"
+    assert "lo" not in ifs
+    before = lab.addresses()
+    lab.cut("eth2")
+    d.wait_log("IP interface failure detected on eth2\n")
+    assert next(i for i in d.status()["interfaces"] if i["name"] == "eth2")["state"] == "failed"
+    lab.restore("eth2")
+    d.wait_log("IP interface repair detected on eth2\n")
+    assert lab.addresses() == before
+    assert "net.ipv4.conf.eth2" not in d.log()              # never touched
+
+
+def test_a_flapping_link_is_held_failed(make_lab):
+    lab = make_lab(nics=3)
+    d = lab.start_daemon(STANDBY)
+    for _ in range(3):
+        lab.cut("eth0")
+        wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth2"], what="failover")
+        lab.restore("eth0")
+        time.sleep(0.2)
+    d.wait_log("The link has come up on eth0 more than 2 times in the last minute; "
+               "disabling repair until it stabilizes")
+    time.sleep(0.5)
+    assert lab.holders("192.0.2.100/24") == ["eth2"]
+    assert next(i for i in d.status()["interfaces"] if i["name"] == "eth0")["state"] == "failed"

@@ -23,7 +23,7 @@ from typing import Callable
 DEFAULT_PATH = "/run/mpathd/control.sock"
 MAX_REQUEST = 64 * 1024           # bytes; a status request is ~20
 CLIENT_TIMEOUT_S = 2.0            # a slow client is cut off, never waited for
-READ_ONLY = frozenset({"status", "ping"})
+READ_ONLY = frozenset({"status", "ping"})          # anything else needs root
 
 
 class ControlError(Exception):

@@ -20,7 +20,8 @@ from .config import IP, Address, Config, GroupConfig, InterfaceConfig
 from .detect import LinkWatcher
 from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
                      AddressRemoved, Announce, ConfigReloaded, Event, LinkChanged, LinkInfo,
-                     LinkRemoved, Log, MoveAddress, PrepareInterface, ProbeReply, ReleaseInterface,
+                     LinkRemoved, Log, MoveAddress, Offline, Online, PrepareInterface, ProbeReply,
+                     Refused, ReleaseInterface,
                      RemoveAddress, Resynced, RoutesChanged, SendProbe, Started, StartProbing,
                      StateChanged, StopProbing, Tick)
 from .probe import KIND_DISCOVERY, Prober
@@ -37,7 +38,8 @@ class Nic:
         self.mac: str | None = None
         self.link = LinkWatcher()
         self.failed = False          # the verdicts say it does not pass traffic
-        self.offline = False         # taken out of service by the operator
+        self.admin_offline = False   # taken out of service by the operator
+        self.hwaddrdup = False       # offlined: its MAC is another member's
         self.inactive = False        # functioning but kept out of use (standby, FAILBACK=no)
         self.repair_held_until: float | None = None   # link-flap damping
         self.probers: dict[int, Prober] = {}          # by address family
@@ -46,6 +48,16 @@ class Nic:
     @property
     def present(self) -> bool:
         return self.index is not None
+
+    @property
+    def offline(self) -> bool:
+        return self.admin_offline or self.hwaddrdup
+
+    def take_link(self, old: "Nic") -> None:
+        """Carry what the kernel told us about a NIC over a reload."""
+        self.index, self.mac, self.link, self.link_local = old.index, old.mac, old.link, old.link_local
+        self.repair_held_until, self.failed = old.repair_held_until, old.failed
+        self.admin_offline, self.hwaddrdup = old.admin_offline, old.hwaddrdup
 
     @property
     def functioning(self) -> bool:
@@ -142,20 +154,47 @@ class Core:
 
     # ------------------------------------------------------------ plumbing
 
-    def _build(self, config: Config) -> None:
+    def _build(self, config: Config, old_nics: dict[str, Nic] | None = None,
+               old_groups: dict[str, Group] | None = None) -> None:
+        """Create the groups and NICs of `config`. On a reload, NICs that stay
+        in their group keep their object, link state, probe history, targets
+        and RTTs; a group keeps its state and adapted FDT unless the
+        configured FDT changed."""
+        old_nics, old_groups = old_nics or {}, old_groups or {}
+        self.groups, self.nics = [], {}
         for gcfg in config.groups:
-            nics = [Nic(i) for i in gcfg.interfaces]
-            g = Group(gcfg, nics)
+            g = Group(gcfg, [])
+            og = old_groups.get(gcfg.name)
             g.user_fdt = g.fdt = config.defaults.fdt_ms / 1000
+            if og is not None:
+                g.state, g.unusable_logged = og.state, og.unusable_logged
+                if og.user_fdt == g.user_fdt:
+                    g.fdt, g.last_raise = og.fdt, og.last_raise
             self.groups.append(g)
-            for nic in nics:
+            for icfg in gcfg.interfaces:
+                old = old_nics.get(icfg.name)
+                if old is not None and old.cfg.group == icfg.group:
+                    nic = old
+                    nic.cfg, nic.standby = icfg, icfg.standby
+                else:
+                    nic = Nic(icfg)
+                    if old is not None:
+                        nic.take_link(old)
+                g.nics.append(nic)
                 self.nics[nic.name] = nic
-                families = ([4] if nic.cfg.test else []) + ([6] if nic.cfg.test_link_local else [])
-                for fam in families:
-                    nic.probers[fam] = Prober(fam, g.interval, self.rng)
+                families = ([4] if icfg.test else []) + ([6] if icfg.test_link_local else [])
+                kept = {f: p for f, p in nic.probers.items()
+                        if f in families and (f == 6 or old is None or old.cfg.test == icfg.test)}
+                for f, p in nic.probers.items():
+                    if f not in kept and p.running:
+                        self._out.append(StopProbing(nic.name, f))
+                nic.probers = {f: kept.get(f) or Prober(f, g.interval, self.rng) for f in families}
+                for p in nic.probers.values():
+                    p.interval = g.interval
         self.addr_group: dict[Address, Group] = {}
         self.by_ip: dict = {}
         self.configured: set[IP] = {t.ip for n in self.nics.values() for t in n.cfg.test}
+        self.where = {}
         for g in self.groups:
             for addr in g.home():
                 self.where[addr] = None
@@ -229,11 +268,136 @@ class Core:
             case ActionFailed():
                 self._log(ERR, f"could not carry out {event.action}: {event.error}", "action_failed")
             case ConfigReloaded():
-                raise NotImplementedError("reload")
+                self._reload(event.config)
+                self._resync(event.links, event.addresses)
+            case Offline():
+                self._offline(event.ifname, event.force)
+            case Online():
+                self._online(event.ifname)
         if self._dirty:
             self._settle()
         out, self._out = self._out, []
         return out
+
+    # ------------------------------------------------------------ reload
+
+    def _reload(self, new: Config) -> None:
+        """Apply only what differs between the running and the new config."""
+        old_cfg, old_where, old_tests = self.config, dict(self.where), set(self.tests_present)
+        old_nics = {**{n.name: n for n in self.anon.nics}, **self.nics}
+        old_groups = {g.name: g for g in self.groups}
+        old_homes = {g.name: set(g.home()) for g in self.groups}
+        changes: list[str] = []
+        self.config = new
+        self.track_all = not new.defaults.track_only_groups
+        self.anon.nics = []             # rebuilt from the kernel's links by the Resynced that follows
+        self._build(new, old_nics, old_groups)
+        changes += [f"{n} added to group {nic.cfg.group}" for n, nic in self.nics.items()
+                    if n not in old_nics]
+        for name, old in old_nics.items():
+            nic = self.nics.get(name)
+            if nic is not None and old.cfg.group == nic.cfg.group:
+                if old.cfg != nic.cfg:
+                    changes.append(f"{name} changed")
+                continue
+            if old.cfg.group:
+                changes.append(f"{name} left group {old.cfg.group}"
+                               + (f" for group {nic.cfg.group}" if nic else ""))
+            elif nic is not None:
+                changes.append(f"{name} joined group {nic.cfg.group}")
+            if old.cfg.group and nic is None:
+                for f, p in old.probers.items():
+                    if p.running:
+                        self._out.append(StopProbing(name, f))
+                if old.present:
+                    self._out.append(ReleaseInterface(name))
+        for addr, holder in old_where.items():
+            if addr in self.where:
+                self.where[addr] = holder
+            else:
+                changes.append(f"data address {addr} removed")
+                if holder is not None:
+                    self._out.append(RemoveAddress(holder, addr))
+        changes += [f"data address {a} added" for a in self.where if a not in old_where]
+        self.tests_present = set()
+        for ifname, t in old_tests:
+            nic = self.nics.get(ifname)
+            if nic is not None and t in nic.cfg.test:
+                self.tests_present.add((ifname, t))
+            else:
+                self._out.append(RemoveAddress(ifname, ipaddress.ip_interface(f"{t.ip}/{t.max_prefixlen}")))
+        for g in self.groups:
+            grew = set(g.home()) != old_homes.get(g.name, set())
+            for nic in g.nics:
+                joined = nic.name not in old_nics or old_nics[nic.name].cfg.group != g.name
+                if nic.present and (joined or grew):
+                    self._out.append(PrepareInterface(nic.name, nic.index, nic.mac, tuple(g.home())))
+        for key in ("fdt_ms", "failback", "track_only_groups"):
+            before, after = getattr(old_cfg.defaults, key), getattr(new.defaults, key)
+            if before != after:
+                changes.append(f"{key} {before} -> {after}")
+        changes += [f"group {n} removed" for n in old_groups if n not in {g.name for g in self.groups}]
+        changes += [f"group {g.name} added" for g in self.groups if g.name not in old_groups]
+        self._log(INFO, "configuration reloaded: " + ("; ".join(changes) or "no changes"), "reload")
+
+    # ------------------------------------------------------- operator requests
+
+    def _offline(self, ifname: str, force: bool) -> None:
+        nic = self.nics.get(ifname)
+        if nic is None:
+            self._out.append(Refused(f"{ifname} is not in an IPMP group"))
+            return
+        if nic.admin_offline:
+            self._out.append(Refused(f"interface {ifname} is already offline"))
+            return
+        g = self.group_of(nic)
+        if not force and not any(m.functioning for m in g.nics if m is not nic):
+            self._out.append(Refused(f"cannot offline {ifname}: no other functioning interfaces are "
+                                     f"in its IPMP group {g.name} (use --force to take it offline anyway)"))
+            return
+        was_active = nic.active
+        nic.admin_offline, nic.inactive = True, False
+        if was_active:
+            policy.activate_another(g.nics, nic)
+        self._log(ERR, f"IP interface {ifname} of group {g.name} taken offline"
+                       + (" (forced: it was the last usable one)" if force else ""), "offline", g.name, ifname)
+
+    def _online(self, ifname: str) -> None:
+        nic = self.nics.get(ifname)
+        if nic is None:
+            self._out.append(Refused(f"{ifname} is not in an IPMP group"))
+            return
+        if not nic.admin_offline:
+            self._out.append(Refused(f"interface {ifname} is not offline"))
+            return
+        g = self.group_of(nic)
+        nic.admin_offline = False
+        self._log(ERR, f"IP interface {ifname} of group {g.name} brought online", "online", g.name, ifname)
+        if nic.functioning:
+            policy.transition_to_running(g.nics, nic, repair=False, failback=self.config.defaults.failback)
+
+    def _check_hwaddrs(self, g: Group) -> None:
+        """A member whose MAC another member already has is offlined (the
+        later one in the configuration), and onlined when it is unique again."""
+        seen: set[str] = set()
+        for nic in g.nics:
+            dup = nic.present and nic.mac is not None and nic.mac in seen
+            if nic.present and nic.mac is not None and not dup:
+                seen.add(nic.mac)
+            if dup and not nic.hwaddrdup:
+                was_active = nic.active
+                nic.hwaddrdup, nic.inactive = True, False
+                if was_active:
+                    policy.activate_another(g.nics, nic)
+                self._log(ERR, f"IP interface {nic.name} has a hardware address which is not unique in "
+                               f"group {g.name}; offlining", "hwaddr_duplicate", g.name, nic.name)
+            elif not dup and nic.hwaddrdup:
+                nic.hwaddrdup = False
+                self._log(ERR, f"IP interface {nic.name} now has a unique hardware address in group "
+                               f"{g.name}; onlining", "hwaddr_unique", g.name, nic.name)
+                if nic.functioning:
+                    policy.transition_to_running(g.nics, nic, repair=False,
+                                                 failback=self.config.defaults.failback)
 
     def _start(self, ev: Started) -> None:
         for link in ev.links:
@@ -281,7 +445,9 @@ class Core:
 
     def _learn_addresses(self, addresses: Iterable[tuple[str, Address]]) -> dict[Address, list[str]]:
         """Take the kernel's word for where managed addresses are. Copies of a
-        data address on several NICs are removed but for one."""
+        data address on several NICs are removed but for one, preferring an
+        active member of its group; one found only outside its group is moved
+        into it by the placement that follows."""
         observed: dict[Address, list[str]] = defaultdict(list)
         self.tests_present = set()
         self.own = set(self.configured)
@@ -296,16 +462,11 @@ class Core:
             addr = self._managed(kaddr)
             if addr is None:
                 continue
-            group = self.addr_group[addr]
-            if nic is None or nic not in group.nics:
-                self._log(WARNING, f"data address {addr} of group {group.name} is on {ifname}, "
-                                   f"which is not in the group; leaving it there", "foreign_nic",
-                          group.name, ifname)
-                continue
             observed[addr].append(ifname)
         for addr in self.where:
             holders = observed.get(addr, [])
-            keep = next((n for n in holders if self.nics[n].active), holders[0] if holders else None)
+            members = [n for n in holders if self.nics.get(n) in self.addr_group[addr].nics]
+            keep = next((n for n in members if self.nics[n].active), (members or holders or [None])[0])
             self.where[addr] = keep
             for other in holders:
                 if other != keep:
@@ -407,15 +568,9 @@ class Core:
         holder = self.where[addr]
         if holder == ifname:
             return
-        group = self.addr_group[addr]
-        if holder is None and nic is not None and nic in group.nics:
-            self.where[addr] = ifname          # someone put it back for us; adopt it
-            return
-        if nic is None or nic not in group.nics:
-            self._log(WARNING, f"data address {addr} of group {group.name} was added on {ifname}, "
-                               f"which is not in the group; leaving it there", "foreign_nic",
-                      group.name, ifname)
-            return
+        if holder is None:
+            self.where[addr] = ifname          # someone put it back for us; adopt it (placement
+            return                             # moves it if that NIC is not the right one)
         self._remove_duplicate(addr, ifname, holder)
 
     def _remove_duplicate(self, addr: Address, ifname: str, holder: str | None) -> None:
@@ -583,6 +738,7 @@ class Core:
                         policy.activate_another(g.nics, nic)
             if g is self.anon:
                 continue
+            self._check_hwaddrs(g)
             policy.ensure_one_active(g.nics)
             self._place(g)
             self._refresh_group_state(g)
@@ -611,7 +767,7 @@ class Core:
             if cur is None:
                 self._out.append(AddAddress(want, addr))
             else:
-                self._out.append(MoveAddress(addr, cur, want, src_failed=not self.nics[cur].functioning))
+                self._out.append(MoveAddress(addr, cur, want, src_failed=self._broken(cur)))
             self._out.append(Announce(want, addr))
             self.where[addr] = want
             moves[(cur, want)].append(addr)
@@ -619,17 +775,17 @@ class Core:
             listing = ", ".join(str(a) for a in addrs)
             if src is None:
                 self._log_restored(g, dst, addrs)
-            elif all(home[a] == dst for a in addrs) and self.nics[src].functioning:
+            elif all(home[a] == dst for a in addrs) and not self._broken(src):
                 self.counters["failbacks"] += 1
                 self._log(ERR, f"Successfully failed back to NIC {dst} ({listing})", "failback",
                           g.name, dst)
-            elif not self.nics[src].functioning:
+            elif self._broken(src):
                 self.counters["failovers"] += 1
                 self._log(ERR, f"Successfully failed over from NIC {src} to NIC {dst} ({listing})",
                           "failover", g.name, src)
             else:
-                self._log(INFO, f"moved {listing} from NIC {src} to NIC {dst} to balance group "
-                                f"{g.name}", "rebalance", g.name, dst)
+                self._log(INFO, f"moved {listing} from NIC {src} to NIC {dst}: "
+                                f"{self._why_leaving(src, g)}", "moved", g.name, dst)
         newly = [a for a in stranded if a not in self._stranded]
         self._stranded = (self._stranded - set(home)) | set(stranded)
         by_family: dict[str, list[str]] = defaultdict(list)
@@ -641,6 +797,21 @@ class Core:
             self._log(ERR, f"moving addresses from missing {fam} interfaces: {', '.join(entries)}",
                       "missing_stranded", g.name)
 
+    def _broken(self, ifname: str) -> bool:
+        """Is this NIC failed? (A NIC that left every group is not.)"""
+        nic = self.nics.get(ifname)
+        return nic is not None and nic.failed
+
+    def _why_leaving(self, ifname: str, g: Group) -> str:
+        nic = self.nics.get(ifname)
+        if nic is None or nic not in g.nics:
+            return "it left the group"
+        if nic.offline:
+            return "it is offline"
+        if nic.inactive:
+            return "it is now INACTIVE"
+        return "to balance the group"
+
     def _log_restored(self, g: Group, dst: str, addrs: list[Address]) -> None:
         """Addresses that were nowhere: their NIC is missing, or someone
         deleted them. Missing NICs get the Solaris boot message."""
@@ -649,7 +820,7 @@ class Core:
         home = g.home()
         for a in addrs:
             h = home[a]
-            if h is not None and not self.nics[h].present:
+            if h is not None and not self.nics[h].present:  # its home NIC is missing
                 entry = f"{h} (moved to {dst})"
                 if entry not in by_family[_family(a)]:
                     by_family[_family(a)].append(entry)
@@ -666,7 +837,7 @@ class Core:
         state = policy.group_state(g.nics)
         if state == g.state:
             return
-        previous, g.state = g.state, state
+        g.state = state
         if state == "failed" and not g.unusable_logged:
             g.unusable_logged = True
             self._log(ERR, f"All IP interfaces in group {g.name} are now unusable", "group_failed", g.name)
@@ -747,7 +918,8 @@ class Core:
                     "name": n.name, "group": g.name, "state": n.state(), "active": n.active,
                     "standby": n.standby, "inactive": n.functioning and n.inactive,
                     "link": n.link.state if n.present else "unknown", "probe": n.probe_state(),
-                    "present": n.present, "offline": n.offline, "mac": n.mac, "probes": dict(stats),
+                    "present": n.present, "offline": n.offline, "hwaddrdup": n.hwaddrdup,
+                    "mac": n.mac, "probes": dict(stats),
                 })
                 if not n.probers:
                     target_rows.append({"interface": n.name, "family": None, "mode": "disabled",

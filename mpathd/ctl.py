@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Callable
 
-from . import control
+from . import config, control
 from .cli import OneLineParser
 
 Row = dict
@@ -139,6 +139,14 @@ def _parser() -> OneLineParser:
     p.add_argument("--control", default=control.DEFAULT_PATH, metavar="SOCKET",
                    help=f"the daemon's control socket (default {control.DEFAULT_PATH})")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    o = sub.add_parser("offline", help="move a NIC's addresses away and stop using it")
+    o.add_argument("interface")
+    o.add_argument("--force", action="store_true", help="even if it is the last usable NIC")
+    sub.add_parser("online", help="bring an offline NIC back").add_argument("interface")
+    sub.add_parser("reload", help="re-read the configuration and apply the difference")
+    c = sub.add_parser("check", help="check a configuration against this system")
+    c.add_argument("--defaults", default=config.DEFAULTS_PATH, metavar="FILE")
+    c.add_argument("--config", default=config.GROUPS_PATH, metavar="FILE")
     for name, text in (("status", "every view"), ("groups", "groups (ipmpstat -g)"),
                        ("interfaces", "interfaces (ipmpstat -i)"),
                        ("addresses", "data addresses (ipmpstat -a)"),
@@ -153,9 +161,43 @@ def _parser() -> OneLineParser:
     return p
 
 
+def _check(args) -> int:
+    from .check import problems
+    try:
+        cfg = config.load(args.defaults, args.config,
+                          defaults_optional=args.defaults == config.DEFAULTS_PATH)
+    except config.ConfigError as e:
+        print(f"ipmpctl: {e}", file=sys.stderr)
+        return 2
+    found = [*cfg.warnings, *problems(cfg)]
+    for p in found:
+        print(p)
+    if not found:
+        nics = sum(len(g.interfaces) for g in cfg.groups)
+        print(f"configuration OK: {len(cfg.groups)} groups, {nics} interfaces")
+    return 1 if found else 0
+
+
+def _command(args) -> int:
+    extra = {"interface": args.interface} if hasattr(args, "interface") else {}
+    if getattr(args, "force", False):
+        extra["force"] = True
+    try:
+        result = control.request(args.control, args.cmd, **extra)
+    except control.ControlError as e:
+        print(f"ipmpctl: {e}", file=sys.stderr)
+        return 1
+    print(result.get("summary", "ok"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.cmd == "check":
+        return _check(args)
+    if args.cmd in ("offline", "online", "reload"):
+        return _command(args)
     fields_spec, parsable = getattr(args, "fields", None), getattr(args, "parsable", False)
     views = [v for v in VIEWS if v != "probes"] if args.cmd == "status" else [args.cmd]
     try:

@@ -15,15 +15,17 @@ from . import config as configmod
 from . import control
 from .cli import OneLineParser
 from .core import Core
-from .events import (ActionFailed, AddAddress, Announce, Event, Log, MoveAddress,
-                     PrepareInterface, ReleaseInterface, RemoveAddress, Resynced, SendProbe,
-                     Started, StartProbing, StateChanged, StopProbing, Tick)
+from .events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, Log, MoveAddress,
+                     Offline, Online, PrepareInterface, Refused, ReleaseInterface, RemoveAddress,
+                     Resynced, SendProbe, Started, StartProbing, StateChanged, StopProbing, Tick)
 from .log import emit, log, setup
 from .notify import Notifier
 
 
 class Daemon:
-    def __init__(self, cfg: configmod.Config, control_path: str):
+    def __init__(self, cfg: configmod.Config, control_path: str, defaults_path: str,
+                 groups_path: str, defaults_optional: bool):
+        self.paths = (defaults_path, groups_path, defaults_optional)
         # scapy is imported here, once, and never on an event.
         from .announce import Announcer
         from .kernel import Kernel
@@ -40,6 +42,7 @@ class Daemon:
         self.sel.register(self._signal_r, selectors.EVENT_READ, self._signals)
         self.stopping = False
         self.notifier = Notifier()
+        self._refused: list[str] = []
 
     # ----------------------------------------------------------- the loop
 
@@ -78,7 +81,27 @@ class Daemon:
             if signo in (signal.SIGTERM, signal.SIGINT):
                 self.stopping = True
             elif signo == signal.SIGHUP:
-                log.warning("SIGHUP: reload is not supported yet; configuration unchanged")
+                log.info("SIGHUP: reloading the configuration")
+                try:
+                    self.reload()
+                except control.ControlError:
+                    pass                              # logged; the running configuration stays
+
+    def reload(self) -> None:
+        """Re-read both files and apply the difference; a bad file changes
+        nothing and is reported (ControlError for ipmpctl)."""
+        self.notifier.reloading()
+        defaults_path, groups_path, optional = self.paths
+        try:
+            cfg = configmod.load(defaults_path, groups_path, defaults_optional=optional)
+        except configmod.ConfigError as e:
+            log.error("reload refused, the running configuration stays: %s", e)
+            self.notifier.ready(self.core.summary())
+            raise control.ControlError(f"reload refused: {e}") from None
+        for warning in cfg.warnings:
+            log.warning("%s", warning)
+        self.dispatch(ConfigReloaded(cfg, *self.kernel.snapshot()))
+        self.notifier.ready(self.core.summary())
 
     def _netlink(self) -> None:
         for event in self.kernel.read():
@@ -90,6 +113,19 @@ class Daemon:
             return {}
         if cmd == "status":
             return self.core.status()
+        if cmd == "reload":
+            self.reload()
+            return {"summary": self.core.summary()}
+        if cmd in ("offline", "online"):
+            ifname = req.get("interface")
+            if not isinstance(ifname, str) or not ifname:
+                raise control.ControlError(f'{cmd} needs an "interface" string')
+            self._refused = []
+            self.dispatch(Offline(ifname, bool(req.get("force"))) if cmd == "offline" else Online(ifname))
+            if self._refused:
+                log.error("refused %s %s: %s", cmd, ifname, self._refused[0])
+                raise control.ControlError(self._refused[0])
+            return {"summary": self.core.summary()}
         raise control.ControlError(f"unknown command {cmd!r}")
 
     # --------------------------------------------------------- the actions
@@ -129,6 +165,8 @@ class Daemon:
                     self.announcer.close(action.ifname)
                 case StateChanged():
                     self.notifier.status(action.summary)
+                case Refused():
+                    self._refused.append(action.reason)
         except Exception as e:                       # noqa: BLE001 -- reported to the core
             log.debug("action %s failed", action, exc_info=True)
             return ActionFailed(action, f"{type(e).__name__}: {e}")
@@ -159,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     for warning in cfg.warnings:
         log.warning("%s", warning)
     try:
-        daemon = Daemon(cfg, args.control)
+        daemon = Daemon(cfg, args.control, args.defaults, args.config,
+                        defaults_optional=args.defaults == configmod.DEFAULTS_PATH)
     except OSError as e:
         print(f"mpathd: {e}", file=sys.stderr)
         return 1

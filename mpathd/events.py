@@ -97,7 +97,24 @@ class Tick:
 
 @dataclass(frozen=True)
 class ConfigReloaded:
+    """A new, valid configuration, with the kernel's links and addresses as
+    they are now: apply only what differs."""
     config: Config
+    links: tuple[LinkInfo, ...]
+    addresses: tuple[tuple[str, Address], ...]
+
+
+@dataclass(frozen=True)
+class Offline:
+    """The operator takes a NIC out of service (ipmpctl offline)."""
+    ifname: str
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Online:
+    """The operator puts an offline NIC back (ipmpctl online)."""
+    ifname: str
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,7 @@ class ActionFailed:
 
 
 Event = (Started | Resynced | LinkChanged | LinkRemoved | AddressAdded | AddressRemoved
-         | RoutesChanged | ProbeReply | Tick | ConfigReloaded | ActionFailed)
+         | RoutesChanged | ProbeReply | Tick | ConfigReloaded | Offline | Online | ActionFailed)
 
 
 # ----------------------------------------------------------------- actions
@@ -194,12 +211,18 @@ class Log:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """An operator's request (offline, online) that was not carried out."""
+    reason: str
+
+
+@dataclass(frozen=True)
 class StateChanged:
     """The status summary changed (for sd_notify STATUS= and watchers)."""
     summary: str = field(default="")
 
 
 Action = (PrepareInterface | ReleaseInterface | AddAddress | RemoveAddress | MoveAddress
-          | Announce | StartProbing | StopProbing | SendProbe | Log | StateChanged)
+          | Announce | StartProbing | StopProbing | SendProbe | Log | Refused | StateChanged)
 
 ERR, WARNING, INFO = logging.ERROR, logging.WARNING, logging.INFO

@@ -70,6 +70,15 @@ class Daemon:
     proc: subprocess.Popen
     control: str
     log_path: str
+    groups_path: str
+    defaults_path: str
+
+    def write_config(self, groups_yaml: str | None = None, defaults: str | None = None) -> None:
+        for path, text in ((self.groups_path, groups_yaml), (self.defaults_path, defaults)):
+            if text is not None:
+                with open(path + ".new", "w") as f:
+                    f.write(text)
+                os.replace(path + ".new", path)
 
     def request(self, cmd: str = "status", **args) -> dict:
         return control.request(self.control, cmd, **args)
@@ -335,7 +344,7 @@ class Lab:
                                    "--config", paths["groups"], "--control", paths["control"]],
                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        d = Daemon(self, proc, paths["control"], paths["log"])
+        d = Daemon(self, proc, paths["control"], paths["log"], paths["groups"], paths["defaults"])
         self.daemons.append(d)
         if wait:
             deadline = time.monotonic() + timeout
@@ -347,7 +356,7 @@ class Lab:
                     break
                 except control.ControlError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"mpathd not ready within {timeout} s:\n{d.log()}")
+                        raise RuntimeError(f"mpathd not ready within {timeout} s:\n{d.log()}") from None
                     time.sleep(0.05)
         return d
 

@@ -32,6 +32,10 @@ class Notifier:
     def status(self, summary: str) -> None:
         self._send(f"STATUS={summary}")
 
+    def reloading(self) -> None:
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self._send(f"RELOADING=1\nMONOTONIC_USEC={usec}")
+
     def stopping(self) -> None:
         self._send("STOPPING=1")
 

@@ -299,7 +299,7 @@ def test_random_link_events_keep_the_invariant(seed):
     checked after every event by Lab.do()."""
     rng = random.Random(seed)
     lab = Lab(STANDBY + "    data: [192.0.2.200/24, \"2001:db8:1::200/64\"]\n", failback=rng.random() < 0.5)
-    for step in range(60):
+    for _ in range(60):
         lab.now += rng.uniform(0, 30)
         name = rng.choice(["eth0", "eth1", "eth2"])
         r = rng.random()
@@ -337,3 +337,73 @@ def test_track_all_watches_nics_in_no_group_and_moves_nothing():
     core = Core(Config(groups=cfg.groups), lambda: 0.0)
     core.handle(Started((LinkInfo("eth0", 2, None, True), LinkInfo("eth9", 3, None, True)), ()))
     assert [i["name"] for i in core.status()["interfaces"]] == ["eth0"]
+
+
+def reload(lab, yaml, **defaults):
+    from mpathd.events import ConfigReloaded
+    cfg = Config(defaults=Defaults(**defaults), groups=parse_groups(textwrap.dedent(yaml), "t"))
+    for g in cfg.groups:                         # new NICs already exist in the kernel
+        for i in g.interfaces:
+            lab.index.setdefault(i.name, len(lab.index) + 1)
+            lab.running.setdefault(i.name, True)
+            lab.kernel.setdefault(i.name, set())
+    return lab.do(ConfigReloaded(cfg, tuple(lab.info(n) for n in lab.running),
+                                 tuple((n, a) for n, s in lab.kernel.items() for a in s)))
+
+
+def test_reload_applies_only_the_difference():
+    lab = Lab(STANDBY)
+    eth1 = lab.core.nics["eth1"]
+    out = reload(lab, STANDBY.replace("eth1: {data: [192.0.2.101/24]}",
+                                      "eth1: {data: [192.0.2.101/24, 192.0.2.102/24]}")
+                 + "      eth3: {data: [192.0.2.103/24]}\n")
+    assert lab.core.nics["eth1"] is eth1                      # untouched NICs keep their state
+    assert not any(isinstance(a, MoveAddress) for a in out)
+    assert lab.holder("192.0.2.102/24") == "eth1" and lab.holder("192.0.2.103/24") == "eth3"
+    assert lab.holder("192.0.2.100/24") == "eth0"
+    assert any("configuration reloaded: " in t and "eth3 added to group g" in t
+               and "data address 192.0.2.102/24 added" in t for t in lab.logs(out))
+    # remove eth0 from the group: its address is no longer configured and goes
+    out = reload(lab, STANDBY.replace("      eth0: {data: [192.0.2.100/24]}\n", ""))
+    assert A("192.0.2.100/24") not in lab.kernel["eth0"]
+    assert RemoveAddress("eth0", A("192.0.2.100/24")) in out
+    assert "eth0" not in lab.core.nics
+
+
+def test_reload_moves_addresses_off_a_nic_that_left():
+    lab = Lab(STANDBY + "    data: [192.0.2.200/24]\n")
+    lab.link("eth1", False)
+    assert lab.holder("192.0.2.101/24") == "eth2"
+    reload(lab, STANDBY.replace("      eth2: {standby: true}\n", "") + "    data: [192.0.2.200/24]\n")
+    assert lab.holder("192.0.2.101/24") == "eth0"
+
+
+def test_offline_moves_addresses_and_refuses_the_last_usable():
+    from mpathd.events import Offline, Online, Refused
+    lab = Lab(STANDBY)
+    out = lab.do(Offline("eth0"))
+    assert lab.holder("192.0.2.100/24") == "eth2"
+    assert lab.core.status()["interfaces"][0]["state"] == "offline"
+    assert not any(isinstance(a, Refused) for a in out)
+    assert Refused("interface eth0 is already offline") in lab.do(Offline("eth0"))
+    lab.do(Offline("eth1"))
+    out = lab.do(Offline("eth2"))
+    assert any(isinstance(a, Refused) and "no other functioning" in a.reason for a in out)
+    assert lab.core.nics["eth2"].active
+    lab.do(Offline("eth2", force=True))
+    assert lab.core.nics["eth2"].offline
+    lab.do(Online("eth0"))
+    assert lab.holder("192.0.2.100/24") == "eth0" and lab.holder("192.0.2.101/24") == "eth0"
+    assert Refused("interface eth0 is not offline") in lab.do(Online("eth0"))
+    assert any(isinstance(a, Refused) for a in lab.do(Offline("eth9")))
+
+
+def test_duplicate_mac_offlines_the_later_nic_until_unique():
+    lab = Lab(STANDBY)
+    eth0_mac = lab.info("eth0").mac
+    out = lab.do(LinkChanged(LinkInfo("eth1", lab.index["eth1"], eth0_mac, True)))
+    assert "IP interface eth1 has a hardware address which is not unique in group g; offlining" in lab.logs(out)
+    assert lab.core.nics["eth1"].offline and lab.holder("192.0.2.101/24") == "eth2"
+    out = lab.link("eth1", True)              # its own MAC again
+    assert "IP interface eth1 now has a unique hardware address in group g; onlining" in lab.logs(out)
+    assert lab.holder("192.0.2.101/24") == "eth1"

@@ -2,11 +2,10 @@
 links, read the kernel's state."""
 
 import json
-import subprocess
 import sys
 import time
 
-from mpathd.lab import FAR4, ROUTER4, ROUTER6, mac_of, wait_for
+from mpathd.lab import ROUTER4, ROUTER6, mac_of, wait_for
 
 TWO = """
 groups:

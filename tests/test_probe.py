@@ -17,6 +17,7 @@ from mpathd.probe import KIND_DISCOVERY, Prober, RttEstimator
 
 IP = ipaddress.ip_address
 ROUTER = IP("192.0.2.1")
+DEFAULT_ROUTE = (Route(4, "0.0.0.0/0", "192.0.2.1"),)
 
 GROUP = """
 groups:
@@ -30,7 +31,7 @@ groups:
 class Net:
     """The core, a clock, and a link that answers probes."""
 
-    def __init__(self, yaml=GROUP, fdt_ms=1000, seed=0, routes=(Route(4, "0.0.0.0/0", "192.0.2.1"),),
+    def __init__(self, yaml=GROUP, fdt_ms=1000, seed=0, routes=DEFAULT_ROUTE,
                  rtt=0.0002, hosts=()):
         self.now = 0.0
         self.rng = random.Random(seed)
@@ -261,7 +262,7 @@ def test_both_families_must_fail_and_one_repairs():
     yaml = GROUP.replace("test: [192.0.2.10/24]", "test: [192.0.2.10/24, link-local]")
     net = Net(yaml=yaml, routes=(Route(4, "0.0.0.0/0", "192.0.2.1"), Route(6, "::/0", "fe80::1")))
     net.run(3)
-    p4, p6 = net.nic("eth0").probers[4], net.nic("eth0").probers[6]
+    p6 = net.nic("eth0").probers[6]
     net.dead_targets.add(IP("fe80::1"))          # only IPv6 goes unanswered
     net.run(6)
     assert p6.verdict == "failed" and net.when("failure detected on eth0") is None

@@ -1,0 +1,76 @@
+"""ipmpctl check: a configuration against the live system.
+
+It reads the two files (any error there is the usual one line, exit 2),
+then looks at the NICs as the kernel has them now and lists every problem
+an IPMP group would have: missing NICs, duplicate MACs, mixed link types,
+sysctls that break IPMP, a group's subnet also used outside it, and address
+families that not every member can carry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from pyroute2 import IPRoute
+
+from .config import Config
+from .kernel import check_sysctls
+
+
+def _ipv6_disabled(ifname: str) -> bool:
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return True
+
+
+def problems(cfg: Config) -> list[str]:
+    out: list[str] = []
+    with IPRoute() as ipr:
+        links = {m.get_attr("IFLA_IFNAME"): m for m in ipr.get_links()}
+        by_index = {m["index"]: name for name, m in links.items()}
+        addrs = [(by_index.get(m["index"], "?"),
+                  ipaddress.ip_interface(f"{m.get_attr('IFA_LOCAL') or m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"))
+                 for m in ipr.get_addr()]
+    for g in cfg.groups:
+        members = [i.name for i in g.interfaces]
+        present = [n for n in members if n in links]
+        for n in members:
+            if n not in links:
+                out.append(f"group {g.name}: interface {n} does not exist")
+        macs: dict[str, str] = {}
+        for n in present:
+            mac = links[n].get_attr("IFLA_ADDRESS")
+            if mac in macs:
+                out.append(f"group {g.name}: {n} has the same hardware address {mac} as {macs[mac]}; "
+                           f"mpathd would offline {n}")
+            macs.setdefault(mac, n)
+        types = {n: links[n]["ifi_type"] for n in present}
+        if len(set(types.values())) > 1:
+            listing = ", ".join(f"{n}: type {t}" for n, t in types.items())
+            out.append(f"group {g.name}: its NICs are not all of one link type ({listing})")
+        for n in present:
+            out += [f"group {g.name}: {p}" for p in check_sysctls(n)]
+        nets = {a.network for i in g.interfaces for a in (*i.data, *i.test)} | {a.network for a in g.data}
+        for ifname, a in addrs:
+            if ifname not in members and any(a.ip in net for net in nets) and not a.ip.is_link_local:
+                out.append(f"group {g.name}: {ifname} has {a}, on the group's subnet, but is not in the "
+                           f"group; one subnet belongs to one group")
+        v4_test = [i.name for i in g.interfaces if i.test]
+        v6_test = [i.name for i in g.interfaces if i.test_link_local]
+        for fam, probing in ((4, v4_test), (6, v6_test)):
+            if probing and len(probing) != len(members):
+                missing = [n for n in members if n not in probing]
+                out.append(f"group {g.name}: {', '.join(missing)} not probing over IPv{fam} like "
+                           f"{', '.join(probing)}: give every member an IPv{fam} test address or none")
+        if any(a.version == 6 for i in g.interfaces for a in i.data) or any(a.version == 6 for a in g.data) \
+                or v6_test:
+            for n in present:
+                if _ipv6_disabled(n):
+                    out.append(f"group {g.name}: IPv6 is disabled on {n}, but the group has IPv6 "
+                               f"addresses or probes")
+    if os.geteuid() != 0:
+        out.append("not running as root: some settings could not be read")
+    return out

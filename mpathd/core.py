@@ -644,7 +644,7 @@ class Core:
                     if q is not None and q.add_host(ev.src):
                         self._log(INFO, f"probe target {ev.src} found by multicast for {m.name}",
                                   "target_found", g.name, m.name)
-        elif p.reply(ev.src, ev.seq, ev.nonce, ev.rx) is not None:
+        elif p.reply(ev.src, ev.seq, ev.nonce, ev.rx, learn=nic.functioning and g.state != "failed") is not None:
             self._adapt_fdt(g, nic, ev.family, ev.src)
         self._judge(g, nic)
 
@@ -858,6 +858,15 @@ class Core:
                     if mode != "multicast" or p.mode != "multicast":
                         if (p.mode, [t.addr for t in p.targets]) != (mode, addrs):
                             p.set_targets(mode, addrs)
+                if mode == "multicast":
+                    # a member without targets takes the hosts its peers found
+                    # (in.mpathd dup_host_targets): a NIC that joins while its
+                    # path is down must not count as working for want of targets
+                    known = [t.addr for p in probers for t in p.targets if t.kind == "host"]
+                    for p in probers:
+                        if not p.targets:
+                            for addr in dict.fromkeys(known):
+                                p.add_host(addr)
 
     def _sync_probing(self, nic: Nic) -> None:
         """Probe while the NIC is present, has carrier, is not offline and

@@ -133,11 +133,13 @@ class Daemon:
     def dispatch(self, event: Event) -> None:
         pending = [event]
         while pending:
-            for action in self.core.handle(pending.pop(0)):
-                failure = self.execute(action)
-                if failure is not None:
-                    pending.append(failure)
-                    pending.append(Resynced(*self.kernel.snapshot()))
+            failures = [f for action in self.core.handle(pending.pop(0))
+                        if (f := self.execute(action)) is not None]
+            if failures:
+                # the kernel is not as the core believes: re-read it once the
+                # whole batch has been carried out
+                pending += failures
+                pending.append(Resynced(*self.kernel.snapshot()))
 
     def execute(self, action) -> ActionFailed | None:
         try:

@@ -137,10 +137,16 @@ class Kernel:
         the routing table once after any route change."""
         out: list[Event] = []
         route_change = False
+        self._unpredicted = False
         while True:
             try:
                 data = self.events.recv(1 << 20)
             except BlockingIOError:
+                if self._unpredicted:
+                    # our own request changed more than we asked (a secondary
+                    # address promoted, say): re-read rather than guess
+                    self.expected.clear()
+                    out.append(Resynced(*self.snapshot()))
                 if route_change and (ev := self.routes_changed()) is not None:
                     out.append(ev)
                 return out
@@ -180,10 +186,13 @@ class Kernel:
                 return None
             addr = _address(msg)
             key = (kind, msg["index"], str(addr.ip))
-            if msg["header"]["pid"] == self.port and self.expected[key] > 0:
-                self.expected[key] -= 1
-                if not self.expected[key]:
-                    del self.expected[key]
+            if msg["header"]["pid"] == self.port:
+                if self.expected[key] > 0:
+                    self.expected[key] -= 1
+                    if not self.expected[key]:
+                        del self.expected[key]
+                else:
+                    self._unpredicted = True
                 return None
             return (AddressAdded if kind == "RTM_NEWADDR" else AddressRemoved)(name, addr)
         return None

@@ -129,6 +129,7 @@ class Prober:
         self.no_targets_reported = False
         self.verdict = "unknown"            # ok | failed | unknown (no targets)
         self.last_ack: float | None = None
+        self.proven_at: float | None = None     # first answer since (re)start
         self.records: deque[Record] = deque(maxlen=64)
         self.stats = {"sent": 0, "acked": 0, "lost": 0, "late": 0, "missed": 0, "discovery": 0}
 
@@ -137,6 +138,7 @@ class Prober:
     def start(self, now: float) -> None:
         """Begin probing: the first probe within one interval (in.mpathd's
         start_timer)."""
+        self.proven_at = None
         self.base = now + self.rng.uniform(0, self.interval)
         self.next_send = self.base
 
@@ -238,10 +240,16 @@ class Prober:
         self.mode = "multicast"
         return True
 
-    def reply(self, src: IP, seq: int, nonce: int, rx: float) -> str | None:
+    def reply(self, src: IP, seq: int, nonce: int, rx: float, learn: bool = True) -> str | None:
         """Match an echo reply; return 'ack', 'late-ack' (it turned a loss
         into an answer) or None if it answers nothing we sent: spoofed, stray
-        or duplicate. Source, sequence number and nonce must all match."""
+        or duplicate. Source, sequence number and nonce must all match.
+
+        The RTT feeds the estimator only if `learn` (in.mpathd: the NIC works
+        and its group has not failed), the sample is below HISTORY intervals,
+        and the probe left after the path was proven by a first answer: the
+        first probes on a fresh path wait for neighbour resolution, and their
+        seconds-long RTTs would raise the FDT for nothing."""
         slot = self.by_seq.get(seq)
         if slot is None or slot.nonce != nonce or slot.target.addr != src or slot.status == ACKED:
             return None
@@ -253,7 +261,11 @@ class Prober:
         self.stats["acked"] += 1
         self.last_ack = rx if self.last_ack is None else max(self.last_ack, rx)
         slot.target.losses = 0
-        self._sample(slot.target, slot.rtt)
+        if (learn and self.proven_at is not None and slot.sent >= self.proven_at
+                and slot.rtt <= self.HISTORY * self.interval):
+            self._sample(slot.target, slot.rtt)
+        if self.proven_at is None:
+            self.proven_at = rx
         self._record(slot)
         return "late-ack" if was_lost else "ack"
 

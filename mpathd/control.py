@@ -57,7 +57,9 @@ class ControlServer:
                  selector: selectors.BaseSelector, clock: Callable[[], float] = time.monotonic):
         self.path, self.handler, self.sel, self.clock = path, handler, selector, clock
         directory = os.path.dirname(path) or "."
-        os.makedirs(directory, mode=0o755, exist_ok=True)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)
+            os.chmod(directory, 0o755)         # whatever the umask: anyone may reach the socket
         self._claim(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         old = os.umask(0o111)
@@ -66,7 +68,7 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(path, 0o666)             # anyone may ask; SO_PEERCRED decides what they may do
-        self.sock.listen(16)
+        self.sock.listen(128)
         self.clients: dict[int, _Client] = {}
         self.sel.register(self.sock, selectors.EVENT_READ, self._accept)
 

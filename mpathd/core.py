@@ -43,6 +43,7 @@ class Nic:
         self.inactive = False        # functioning but kept out of use (standby, FAILBACK=no)
         self.repair_held_until: float | None = None   # link-flap damping
         self.probers: dict[int, Prober] = {}          # by address family
+        self.counts = {"failures": 0, "repairs": 0}
         self.link_local: ipaddress.IPv6Address | None = None
 
     @property
@@ -58,6 +59,7 @@ class Nic:
         self.index, self.mac, self.link, self.link_local = old.index, old.mac, old.link, old.link_local
         self.repair_held_until, self.failed = old.repair_held_until, old.failed
         self.admin_offline, self.hwaddrdup = old.admin_offline, old.hwaddrdup
+        self.counts = old.counts
 
     @property
     def functioning(self) -> bool:
@@ -107,6 +109,7 @@ class Group:
         self.state: str | None = None  # unknown until the first settle
         self.unusable_logged = False
         self.user_fdt = self.fdt = 0.0  # seconds; fdt rises above user_fdt when RTTs demand
+        self.counts = {"failovers": 0, "failbacks": 0}
         self.last_raise: float | None = None
 
     @property
@@ -143,7 +146,6 @@ class Core:
         self.nics: dict[str, Nic] = {}
         self.where: dict[Address, str | None] = {}          # data address -> NIC holding it
         self.tests_present: set[tuple[str, Address]] = set()
-        self.counters: dict[str, int] = defaultdict(int)
         self._out: list[Action] = []
         self._summary = ""
         # TRACK_INTERFACES_ONLY_WITH_GROUPS=no: every other NIC joins the
@@ -167,7 +169,7 @@ class Core:
             og = old_groups.get(gcfg.name)
             g.user_fdt = g.fdt = config.defaults.fdt_ms / 1000
             if og is not None:
-                g.state, g.unusable_logged = og.state, og.unusable_logged
+                g.state, g.unusable_logged, g.counts = og.state, og.unusable_logged, og.counts
                 if og.user_fdt == g.user_fdt:
                     g.fdt, g.last_raise = og.fdt, og.last_raise
             self.groups.append(g)
@@ -723,7 +725,7 @@ class Core:
                 works = self._works(nic)
                 if works and nic.failed:
                     nic.failed = False
-                    self.counters["repairs"] += 1
+                    nic.counts["repairs"] += 1
                     self._log(ERR, f"IP interface repair detected on {nic.name}{self._of(g)}",
                               "repair", g.name or None, nic.name)
                     if not nic.offline and g is not self.anon:
@@ -731,7 +733,7 @@ class Core:
                 elif not works and not nic.failed:
                     was_active = nic.active
                     nic.failed, nic.inactive = True, False
-                    self.counters["failures"] += 1
+                    nic.counts["failures"] += 1
                     self._log(ERR, f"IP interface failure detected on {nic.name}{self._of(g)}",
                               "failure", g.name or None, nic.name)
                     if was_active:
@@ -776,11 +778,11 @@ class Core:
             if src is None:
                 self._log_restored(g, dst, addrs)
             elif all(home[a] == dst for a in addrs) and not self._broken(src):
-                self.counters["failbacks"] += 1
+                g.counts["failbacks"] += 1
                 self._log(ERR, f"Successfully failed back to NIC {dst} ({listing})", "failback",
                           g.name, dst)
             elif self._broken(src):
-                self.counters["failovers"] += 1
+                g.counts["failovers"] += 1
                 self._log(ERR, f"Successfully failed over from NIC {src} to NIC {dst} ({listing})",
                           "failover", g.name, src)
             else:
@@ -917,6 +919,7 @@ class Core:
                 "active": [n.name for n in g.nics if n.active],
                 "inactive": [n.name for n in g.nics if n.functioning and n.inactive],
                 "unusable": [n.name for n in g.nics if not n.functioning],
+                "user_fdt_ms": round(g.user_fdt * 1000), **g.counts,
             })
             for n in g.nics:
                 stats: dict[str, int] = defaultdict(int)
@@ -928,7 +931,7 @@ class Core:
                     "standby": n.standby, "inactive": n.functioning and n.inactive,
                     "link": n.link.state if n.present else "unknown", "probe": n.probe_state(),
                     "present": n.present, "offline": n.offline, "hwaddrdup": n.hwaddrdup,
-                    "mac": n.mac, "probes": dict(stats),
+                    "mac": n.mac, "probes": dict(stats), **n.counts,
                 })
                 if not n.probers:
                     target_rows.append({"interface": n.name, "family": None, "mode": "disabled",
@@ -939,7 +942,9 @@ class Core:
                         "interface": n.name, "family": fam,
                         "mode": p.mode if p.running else "disabled",
                         "testaddr": str(src) if src is not None else None,
-                        "targets": [str(t.addr) for t in p.active_targets(now)] if p.running else []})
+                        "targets": [str(t.addr) for t in p.active_targets(now)] if p.running else [],
+                        "rtt": {str(t.addr): {"avg_ms": _ms(t.rtt.avg), "dev_ms": _ms(t.rtt.dev)}
+                                for t in p.targets if t.rtt.avg is not None}})
                     for r in p.records:
                         probes.append({"time": round(r.time - now, 3), "interface": n.name, "family": fam,
                                        "probe": r.seq, "target": r.target, "status": r.status,
@@ -957,5 +962,5 @@ class Core:
                                 "testaddr": None, "targets": []})
         probes.sort(key=lambda r: r["time"])
         return {"groups": groups, "interfaces": interfaces, "addresses": addresses,
-                "targets": target_rows, "probes": probes, "counters": dict(self.counters),
+                "targets": target_rows, "probes": probes,
                 "summary": self.summary()}

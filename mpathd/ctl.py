@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Callable
 
-from . import config, control
+from . import config, control, metrics
 from .cli import OneLineParser
 
 Row = dict
@@ -134,6 +134,38 @@ def _human(values: list[str], fields: list[Field]) -> str:
     return out
 
 
+def _hosts(path: str = "/etc/hosts") -> dict[str, str]:
+    """Names from /etc/hosts only: ipmpctl never waits on DNS."""
+    names: dict[str, str] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.split("#", 1)[0].split()
+                if len(fields) >= 2:
+                    names.setdefault(fields[0], fields[1])
+    except OSError:
+        pass
+    return names
+
+
+def _name_addresses(status: dict) -> None:
+    names = _hosts()
+    if not names:
+        return
+
+    def name(addr: str) -> str:
+        ip, slash, prefix = addr.partition("/")
+        return names.get(ip, ip) + slash + prefix
+
+    for a in status["addresses"]:
+        a["address"] = name(a["address"])
+    for t in status["targets"]:
+        t["targets"] = [name(x) for x in t["targets"]]
+        t["testaddr"] = t["testaddr"] and name(t["testaddr"])
+    for p in status["probes"]:
+        p["target"] = name(p["target"])
+
+
 def _parser() -> OneLineParser:
     p = OneLineParser(prog="ipmpctl", description="Show and control mpathd (IPMP for Linux)")
     p.add_argument("--control", default=control.DEFAULT_PATH, metavar="SOCKET",
@@ -144,6 +176,7 @@ def _parser() -> OneLineParser:
     o.add_argument("--force", action="store_true", help="even if it is the last usable NIC")
     sub.add_parser("online", help="bring an offline NIC back").add_argument("interface")
     sub.add_parser("reload", help="re-read the configuration and apply the difference")
+    sub.add_parser("metrics", help="print metrics in the Prometheus text format")
     c = sub.add_parser("check", help="check a configuration against this system")
     c.add_argument("--defaults", default=config.DEFAULTS_PATH, metavar="FILE")
     c.add_argument("--config", default=config.GROUPS_PATH, metavar="FILE")
@@ -154,6 +187,8 @@ def _parser() -> OneLineParser:
                        ("probes", "recent probes, oldest first (ipmpstat -p)")):
         s = sub.add_parser(name, help=f"show {text}")
         s.add_argument("--json", action="store_true", help="print JSON")
+        s.add_argument("-n", dest="numeric", action="store_true",
+                       help="numeric addresses (default: names from /etc/hosts where known)")
         if name != "status":
             s.add_argument("-o", dest="fields", metavar="FIELD[,FIELD...]", help="fields to show")
             s.add_argument("-P", dest="parsable", action="store_true",
@@ -198,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args)
     if args.cmd in ("offline", "online", "reload"):
         return _command(args)
+    if args.cmd == "metrics":
+        try:
+            sys.stdout.write(metrics.render(control.request(args.control, "status")))
+        except control.ControlError as e:
+            print(f"ipmpctl: {e}", file=sys.stderr)
+            return 1
+        return 0
     fields_spec, parsable = getattr(args, "fields", None), getattr(args, "parsable", False)
     views = [v for v in VIEWS if v != "probes"] if args.cmd == "status" else [args.cmd]
     try:
@@ -212,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(status if args.cmd == "status" else status[VIEWS[args.cmd][0]], indent=2))
         return 0
+    if not args.numeric:
+        _name_addresses(status)
     blocks = ["\n".join(render(status[VIEWS[v][0]], chosen[v], parsable)) for v in views]
     print("\n\n".join(blocks))
     return 0

@@ -332,17 +332,23 @@ class Lab:
     # --------------------------------------------------------- the daemon
 
     def start_daemon(self, groups_yaml: str, defaults: str = "", wait: bool = True,
-                     timeout: float = 20) -> Daemon:
+                     timeout: float = 20, env: dict | None = None, wrap: tuple[str, ...] = ()) -> Daemon:
+        """Run mpathd in the host namespace, with `env` added to its
+        environment and its command line prefixed by `wrap` (strace, say)."""
         n = len(self.daemons)
-        paths = {k: os.path.join(self.dir, f"{k}{n}") for k in ("defaults", "groups", "control", "log")}
+        paths = {k: os.path.join(self.dir, f"{k}{n}") for k in ("defaults", "groups", "log")}
+        # the daemon makes its socket's directory itself, as /run/mpathd would be
+        os.chmod(self.dir, 0o755)
+        paths["control"] = os.path.join(self.dir, f"run{n}", "control.sock")
         with open(paths["defaults"], "w") as f:
             f.write(defaults)
         with open(paths["groups"], "w") as f:
             f.write(groups_yaml)
         log = open(paths["log"], "w")
-        proc = self.spawn("host", [sys.executable, "-m", "mpathd.daemon", "--defaults", paths["defaults"],
-                                   "--config", paths["groups"], "--control", paths["control"]],
-                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = self.spawn("host", [*wrap, sys.executable, "-m", "mpathd.daemon", "--defaults",
+                                   paths["defaults"], "--config", paths["groups"], "--control", paths["control"]],
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                          env={**os.environ, **(env or {})})
         log.close()
         d = Daemon(self, proc, paths["control"], paths["log"], paths["groups"], paths["defaults"])
         self.daemons.append(d)

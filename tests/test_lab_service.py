@@ -1,0 +1,193 @@
+"""The daemon as a service, in the lab: sd_notify, the control socket's
+rules, hostile clients, metrics, and the unit's system call filter."""
+
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mpathd.lab import ROUTER4, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUP = """
+groups:
+  ipmp0:
+    interfaces:
+      eth0: {data: [192.0.2.100/24], test: [192.0.2.10/24]}
+      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
+"""
+FDT = "FAILURE_DETECTION_TIME=1000\n"
+
+
+def probes_sent(d):
+    return sum(i["probes"].get("sent", 0) for i in d.status()["interfaces"])
+
+
+def test_sd_notify_ready_watchdog_status_reloading_stopping(make_lab, tmp_path):
+    lab = make_lab(nics=2)
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    messages: list[str] = []
+
+    def until(text):
+        while not any(text in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+        return next(m for m in messages if text in m)
+
+    d = lab.start_daemon(GROUP, defaults=FDT, env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+    ready = until("READY=1")
+    assert "STATUS=1 group ok" in ready
+    for _ in range(3):
+        messages.clear()
+        until("WATCHDOG=1")
+    messages.clear()
+    lab.cut("eth0")
+    assert "STATUS=1 group degraded: eth0 failed" in until("STATUS=1 group degraded")
+    messages.clear()
+    d.proc.send_signal(signal.SIGHUP)
+    until("RELOADING=1")
+    assert re.search(r"MONOTONIC_USEC=\d+", until("RELOADING=1"))
+    until("READY=1")
+    messages.clear()
+    d.proc.send_signal(signal.SIGTERM)
+    until("STOPPING=1")
+    assert d.proc.wait(10) == 0
+
+
+def as_nobody(*argv):
+    return subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                           "--inh-caps=-all", "--bounding-set=-all", *argv],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_any_user_may_look_and_only_root_may_change(make_lab):
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(GROUP, defaults=FDT)
+    mode = os.stat(d.control).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o666
+    assert stat.S_IMODE(os.stat(os.path.dirname(d.control)).st_mode) & 0o755 == 0o755
+    ctl = [sys.executable, "-m", "mpathd.ctl", "--control", d.control]
+    p = as_nobody(*ctl, "status", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["groups"][0]["name"] == "ipmp0"
+    for command in (["offline", "eth0"], ["online", "eth0"], ["reload"]):
+        p = as_nobody(*ctl, *command)
+        assert p.returncode == 1 and f"'{command[0]}' needs root (you are uid 65534)" in p.stderr, p.stderr
+    assert lab.holders("192.0.2.100/24") == ["eth0"]
+    # and the clear errors when the daemon is not there
+    p = subprocess.run([*ctl[:3], "--control", "/nonexistent/sock", "status"], capture_output=True, text=True)
+    assert p.returncode == 1 and "cannot contact mpathd at /nonexistent/sock -- is it running?" in p.stderr
+    os.chmod(os.path.dirname(d.control), 0o700)
+    p = as_nobody(*ctl, "status")
+    assert p.returncode == 1 and f"permission denied on {d.control}" in p.stderr
+
+
+def test_malformed_huge_and_slow_requests_never_stall_probing(make_lab):
+    lab = make_lab(nics=2)
+    lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "onlink")
+    d = lab.start_daemon(GROUP, defaults=FDT)
+    wait_for(lambda: probes_sent(d) > 5, what="probing")
+
+    def ask(payload: bytes, read=True):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(d.control)                    # blocking: waits if the backlog is full
+        s.settimeout(5)
+        s.sendall(payload)
+        return json.loads(s.recv(1 << 16)) if read else s
+
+    assert ask(b"this is not json\n") == {"ok": False, "error": "request is not valid JSON"}
+    assert ask(b'["status"]\n')["error"] == 'a request is a JSON object with a "cmd" string'
+    assert ask(b'{"cmd": "frobnicate"}\n')["error"] == "unknown command 'frobnicate'"
+    assert ask(b'{"cmd": "offline"}\n')["error"] == 'offline needs an "interface" string'
+    assert "longer than 65536 bytes" in ask(b"x" * 200_000)["error"]
+    # slow clients: one that sends nothing, one that dribbles
+    idle = [ask(b"", read=False) for _ in range(20)]
+    dribbler = ask(b'{"cmd"', read=False)
+    before, t0 = probes_sent(d), time.monotonic()
+    time.sleep(1.0)
+    t = time.monotonic()
+    assert d.status()["groups"][0]["state"] == "ok"          # served at once despite them
+    assert time.monotonic() - t < 0.5
+    assert probes_sent(d) - before >= 0.5 * (time.monotonic() - t0) / (1.0 / 7)
+    for s in idle + [dribbler]:                               # each is cut off after 2 s
+        s.settimeout(5)
+        assert s.recv(10) == b""
+    assert d.proc.poll() is None and "Traceback" not in d.log()
+
+
+def test_metrics_from_a_live_daemon_parse(make_lab):
+    lab = make_lab(nics=2)
+    lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "onlink")
+    d = lab.start_daemon(GROUP, defaults=FDT)
+    wait_for(lambda: all(t["rtt"] for t in d.status()["targets"]), what="RTT estimates")
+    lab.cut("eth0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], what="failover")
+    text = d.ctl("metrics").stdout
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    fo = {s.labels["group"]: s.value for s in families["mpathd_group_failovers"].samples}
+    assert fo == {"ipmp0": 1}
+    sent = {s.labels["interface"]: s.value for s in families["mpathd_probes_sent"].samples}
+    assert sent["eth1"] > 0
+    assert any(s.labels["target"] == ROUTER4 for s in families["mpathd_target_rtt_seconds"].samples)
+
+
+def _expand(name: str, seen: set) -> set:
+    out = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True, text=True,
+                         timeout=30).stdout
+    calls: set[str] = set()
+    for line in out.splitlines()[1:]:
+        item = line.strip()
+        if not item or item.startswith("#"):
+            continue
+        if item.startswith("@"):
+            if item not in seen:
+                seen.add(item)
+                calls |= _expand(item, seen)
+        else:
+            calls.add(item)
+    return calls
+
+
+def test_every_system_call_is_allowed_by_the_unit(make_lab, tmp_path):
+    """Run the daemon under strace through start-up, probing, a failover, a
+    reload and a stop; every system call it made must pass the unit's
+    SystemCallFilter (which would otherwise answer EPERM)."""
+    if not (os.path.exists("/usr/bin/strace") and os.path.exists("/usr/bin/systemd-analyze")):
+        pytest.skip("strace or systemd-analyze is not installed")
+    unit = (ROOT / "contrib/systemd/mpathd.service").read_text()
+    allow, deny = set(), set()
+    for line in unit.splitlines():
+        if line.startswith("SystemCallFilter="):
+            spec = line.split("=", 1)[1]
+            target = deny if spec.startswith("~") else allow
+            for name in spec.lstrip("~").split():
+                target |= _expand(name, set()) if name.startswith("@") else {name}
+    allowed = allow - deny
+    lab = make_lab(nics=2)
+    lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "onlink")
+    trace = tmp_path / "trace"
+    d = lab.start_daemon(GROUP, defaults=FDT, wrap=("strace", "-f", "-qq", "-o", str(trace), "-e", "trace=all"))
+    wait_for(lambda: all(i["probe"] == "ok" for i in d.status()["interfaces"]), timeout=20, what="probing")
+    lab.cut("eth0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], what="failover")
+    d.ctl("reload")
+    d.ctl("metrics")
+    d.stop()
+    used = set()
+    for line in trace.read_text().splitlines():
+        m = re.match(r"^\d+\s+([a-z0-9_]+)\(", line)
+        if m:
+            used.add(m.group(1))
+    assert {"socket", "sendto", "setsockopt"} <= used
+    assert used - allowed == set(), f"not allowed by the unit: {sorted(used - allowed)}"

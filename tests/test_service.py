@@ -1,0 +1,137 @@
+"""The service's parts that need no lab: the unit file, the man pages, the
+metrics format, ipmpstat's parsable output, journal fields."""
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from mpathd import ctl, log, metrics
+from mpathd.events import ERR, Log
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "contrib/systemd/mpathd.service"
+
+STATUS = {
+    "groups": [{"name": "ipmp0", "state": "degraded", "fdt_ms": 1000, "user_fdt_ms": 1000,
+                "interfaces": ["eth0", "eth1"], "active": ["eth1"], "inactive": [], "unusable": ["eth0"],
+                "failovers": 2, "failbacks": 1}],
+    "interfaces": [
+        {"name": "eth0", "group": "ipmp0", "state": "failed", "active": False, "standby": False,
+         "inactive": False, "link": "down", "probe": "failed", "present": True, "offline": False,
+         "hwaddrdup": False, "failures": 1, "repairs": 0,
+         "probes": {"sent": 10, "acked": 5, "lost": 5, "late": 0, "missed": 0}},
+        {"name": "eth9", "group": None, "state": "ok", "active": True, "standby": False, "inactive": False,
+         "link": "up", "probe": "disabled", "present": True, "offline": False, "probes": {}}],
+    "addresses": [{"address": "2001:db8:1::100/64", "group": "ipmp0", "home": "eth0", "interface": "eth1"},
+                  {"address": "192.0.2.5/24", "group": "ipmp0", "home": None, "interface": None}],
+    "targets": [{"interface": "eth0", "family": 4, "mode": "routes", "testaddr": "192.0.2.10",
+                 "targets": ["192.0.2.1"], "rtt": {"192.0.2.1": {"avg_ms": 0.25, "dev_ms": 0.05}}}],
+    "probes": [],
+}
+
+
+def systemd_analyze(*args, **env):
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed")
+    return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+
+
+@pytest.fixture
+def unit(tmp_path):
+    """The unit, pointing at this checkout's mpathd so that verify finds it."""
+    path = tmp_path / "mpathd.service"
+    path.write_text(UNIT.read_text().replace("ExecStart=/usr/local/bin/mpathd",
+                                             f"ExecStart={Path(sys.executable).parent / 'mpathd'}"))
+    return path
+
+
+def test_unit_file_verifies(unit):
+    p = systemd_analyze("verify", str(unit), MANPATH=str(ROOT / "man"))
+    assert p.returncode == 0, p.stderr
+
+
+def test_unit_exposure_is_at_most_2_5(unit):
+    p = systemd_analyze("security", "--offline=yes", str(unit))
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", p.stdout)
+    assert m, p.stdout + p.stderr
+    assert float(m.group(1)) <= 2.5
+
+
+@pytest.mark.parametrize("page", ["man8/mpathd.8", "man8/ipmpctl.8", "man5/mpathd.conf.5"])
+def test_man_pages_render_without_warnings(page):
+    if not shutil.which("groff"):
+        pytest.skip("groff is not installed")
+    p = subprocess.run(["groff", "-man", "-Tutf8", "-ww", "-z", str(ROOT / "man" / page)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
+def test_metrics_parse_as_prometheus_text():
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render(STATUS))}
+    state = {s.labels["state"]: s.value for s in families["mpathd_group_state"].samples}
+    assert state == {"ok": 0, "degraded": 1, "failed": 0}
+    assert families["mpathd_group_failovers"].type == "counter"
+    assert families["mpathd_group_failovers"].samples[0].value == 2
+    names = [line.split("{")[0].split(" ")[0] for line in metrics.render(STATUS).splitlines()
+             if not line.startswith("#")]
+    assert all(names[i] == names[i + 1] or names[i] not in names[i + 1:] for i in range(len(names) - 1)), \
+        "the samples of a family must be contiguous"
+    state = {(s.labels["interface"], s.labels["state"]): s.value for s in families["mpathd_interface_state"].samples}
+    assert state[("eth0", "failed")] == 1 and state[("eth9", "ok")] == 1
+    lost = families["mpathd_probes_lost"].samples[0]
+    assert lost.labels == {"interface": "eth0", "group": "ipmp0"} and lost.value == 5
+    rtt = families["mpathd_target_rtt_seconds"].samples[0]
+    assert rtt.labels["target"] == "192.0.2.1" and rtt.value == pytest.approx(0.00025)
+    assert families["mpathd_group_fdt_seconds"].samples[0].value == 1.0
+    up = {s.labels["address"]: s.value for s in families["mpathd_address_up"].samples}
+    assert up == {"2001:db8:1::100/64": 1, "192.0.2.5/24": 0}
+
+
+def test_parsable_output_follows_ipmpstat_escaping():
+    fields = ctl.select_fields("addresses", "address,inbound", parsable=True)
+    assert ctl.render(STATUS["addresses"], fields, parsable=True) == [
+        "2001\\:db8\\:1\\:\\:100/64:eth1", "192.0.2.5/24:"]
+    one = ctl.select_fields("addresses", "address", parsable=True)
+    assert ctl.render(STATUS["addresses"], one, parsable=True) == ["2001:db8:1::100/64", "192.0.2.5/24"]
+    with pytest.raises(ValueError, match="parsable mode"):
+        ctl.select_fields("addresses", None, parsable=True)
+    with pytest.raises(ValueError, match="'all' invalid in parsable mode"):
+        ctl.select_fields("addresses", "all", parsable=True)
+    with pytest.raises(ValueError, match="unknown output field"):
+        ctl.select_fields("addresses", "address,bogus", parsable=False)
+
+
+def test_human_output_pads_fields_and_marks_empty_values():
+    lines = ctl.render(STATUS["groups"], ctl.select_fields("groups", None, False), parsable=False)
+    assert lines[0] == "GROUP       STATE     FDT       INTERFACES"
+    assert lines[1] == "ipmp0       degraded  1.00s     eth1 [eth0]"
+    lines = ctl.render(STATUS["interfaces"], ctl.select_fields("interfaces", "interface,group", False), False)
+    assert lines[2] == "eth9        --"
+
+
+def test_journal_entries_carry_structured_fields():
+    records = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Capture()
+    log.log.addHandler(handler)
+    try:
+        log.emit(Log(ERR, "IP interface failure detected on eth0 of group ipmp0", "failure", "ipmp0", "eth0"))
+    finally:
+        log.log.removeHandler(handler)
+    (r,) = records
+    assert r.getMessage() == "IP interface failure detected on eth0 of group ipmp0"
+    assert (r.MPATHD_GROUP, r.MPATHD_INTERFACE, r.MPATHD_EVENT) == ("ipmp0", "eth0", "failure")
+    assert r.MESSAGE_ID == log.message_id("failure") and len(r.MESSAGE_ID) == 32
+    assert log.message_id("failure") != log.message_id("repair")

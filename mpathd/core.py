@@ -193,6 +193,7 @@ class Core:
                 nic.probers = {f: kept.get(f) or Prober(f, g.interval, self.rng) for f in families}
                 for p in nic.probers.values():
                     p.interval = g.interval
+        self._group_by_nic = {n.name: g for g in self.groups for n in g.nics}
         self.addr_group: dict[Address, Group] = {}
         self.by_ip: dict = {}
         self.configured: set[IP] = {t.ip for n in self.nics.values() for t in n.cfg.test}
@@ -211,7 +212,7 @@ class Core:
         self._out.append(Log(level, text, kind, group, ifname))
 
     def group_of(self, nic: Nic) -> Group:
-        return next((g for g in self.groups if nic in g.nics), self.anon)
+        return self._group_by_nic.get(nic.name, self.anon)
 
     def _find(self, name: str) -> Nic | None:
         return self.nics.get(name) or next((n for n in self.anon.nics if n.name == name), None)
@@ -248,7 +249,11 @@ class Core:
     def handle(self, event: Event) -> list[Action]:
         self._out = []
         self._dirty = not isinstance(event, (ProbeReply, Tick))
-        match event:
+        match event:                                 # the probe path first
+            case ProbeReply():
+                self._probe_reply(event)
+            case Tick():
+                self._tick()
             case Started():
                 self._start(event)
             case Resynced():
@@ -263,10 +268,6 @@ class Core:
                 self._address_removed(event.ifname, event.address)
             case RoutesChanged():
                 self.routes = event.routes
-            case ProbeReply():
-                self._probe_reply(event)
-            case Tick():
-                self._tick()
             case ActionFailed():
                 self._log(ERR, f"could not carry out {event.action}: {event.error}", "action_failed")
             case ConfigReloaded():
@@ -329,11 +330,12 @@ class Core:
             else:
                 self._out.append(RemoveAddress(ifname, ipaddress.ip_interface(f"{t.ip}/{t.max_prefixlen}")))
         for g in self.groups:
-            grew = set(g.home()) != old_homes.get(g.name, set())
+            grew = (set(g.home()) != old_homes.get(g.name, set())
+                    or old_cfg.defaults.fdt_ms != new.defaults.fdt_ms)
             for nic in g.nics:
                 joined = nic.name not in old_nics or old_nics[nic.name].cfg.group != g.name
                 if nic.present and (joined or grew):
-                    self._out.append(PrepareInterface(nic.name, nic.index, nic.mac, tuple(g.home())))
+                    self._out.append(self._prepare(nic, g))
         for key in ("fdt_ms", "failback", "track_only_groups"):
             before, after = getattr(old_cfg.defaults, key), getattr(new.defaults, key)
             if before != after:
@@ -482,10 +484,13 @@ class Core:
                 self._detach(nic)
             nic.index, nic.mac = link.index, link.mac
             if nic.cfg.group:                  # NICs in no group are watched, never touched
-                self._out.append(PrepareInterface(nic.name, link.index, link.mac,
-                                                  tuple(self.group_of(nic).home())))
+                self._out.append(self._prepare(nic, self.group_of(nic)))
         nic.mac = link.mac
         return nic.link.observe(link.running)
+
+    def _prepare(self, nic: Nic, g: Group) -> PrepareInterface:
+        return PrepareInterface(nic.name, nic.index, nic.mac, tuple(g.home()),  # type: ignore[arg-type]
+                                timing.neigh_retrans_ms(round(g.user_fdt * 1000)))
 
     def _detach(self, nic: Nic) -> None:
         """The device is gone and took its addresses with it."""
@@ -608,10 +613,14 @@ class Core:
                 self._dirty = True
         for g in self.groups:
             for nic in g.nics:
+                due = False
                 for fam, p in nic.probers.items():
-                    if p.running:
+                    deadline = p.deadline()
+                    if deadline is not None and deadline <= now:
                         self._run_prober(g, nic, fam, p, now)
-                self._judge(g, nic)
+                        due = True
+                if due:
+                    self._judge(g, nic)
 
     def _run_prober(self, g: Group, nic: Nic, fam: int, p: Prober, now: float) -> None:
         inst = f"(inet{'' if fam == 4 else '6'} {nic.name})"
@@ -689,12 +698,14 @@ class Core:
         When a NIC's probes fail while no other member has heard an answer
         since this NIC's losses began, the whole group has failed: every
         member is failed, nothing moves, and host targets are rediscovered."""
-        before = nic.probe_state()
+        changed = False
         for p in nic.probers.values():
-            p.evaluate()
-        after = nic.probe_state()
-        if after == before:
+            verdict = p.verdict
+            if p.evaluate() != verdict:
+                changed = True
+        if not changed:                 # the probe state follows from the verdicts alone
             return
+        after = nic.probe_state()
         self._dirty = True
         if after != "failed" or not nic.functioning:
             return

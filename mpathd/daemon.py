@@ -5,6 +5,7 @@ It decides nothing itself.
 
 from __future__ import annotations
 
+import gc
 import os
 import selectors
 import signal
@@ -54,19 +55,27 @@ class Daemon:
         routes = self.kernel.routes_changed()
         if routes is not None:
             self.dispatch(routes)
+        # Everything imported so far (scapy alone is ~60 MiB of objects) lives
+        # as long as the process: keep the cyclic collector from walking it
+        # again and again as probes allocate.
+        gc.collect()
+        gc.freeze()
         log.info("mpathd ready: %s", self.core.summary())
         self.notifier.ready(self.core.summary())
         try:
             while not self.stopping:
-                deadlines = [d for d in (self.core.next_deadline(), self.control.next_deadline(),
+                # The core's deadline is read once a turn: whatever the
+                # events of this turn change, the next turn reads it again.
+                core_deadline = self.core.next_deadline()
+                deadlines = [d for d in (core_deadline, self.control.next_deadline(),
                                          self.notifier.next_deadline()) if d is not None]
                 timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
                 for key, _ in self.sel.select(timeout):
                     key.data()
-                self.control.expire()
+                if self.control.clients:
+                    self.control.expire()
                 self.notifier.tick()
-                deadline = self.core.next_deadline()
-                if deadline is not None and time.monotonic() >= deadline:
+                if core_deadline is not None and time.monotonic() >= core_deadline:
                     self.dispatch(Tick())
         finally:
             self.notifier.stopping()
@@ -143,13 +152,13 @@ class Daemon:
 
     def execute(self, action) -> ActionFailed | None:
         try:
-            match action:
+            match action:                            # the probe path first
+                case SendProbe():
+                    self.probes.send(action)
                 case Log():
                     emit(action)
                 case MoveAddress():
                     self.kernel.move_address(action)
-                case SendProbe():
-                    self.probes.send(action)
                 case Announce():
                     self.announcer.send(action.ifname, action.address)
                 case StartProbing():
@@ -161,7 +170,7 @@ class Daemon:
                 case RemoveAddress():
                     self.kernel.remove_address(action)
                 case PrepareInterface():
-                    self.kernel.prepare(action.ifname)
+                    self.kernel.prepare(action.ifname, action.neigh_retrans_ms)
                     self.announcer.open(action.ifname, action.mac, action.addresses)
                 case ReleaseInterface():
                     self.announcer.close(action.ifname)

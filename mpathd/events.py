@@ -138,6 +138,7 @@ class PrepareInterface:
     index: int
     mac: str | None
     addresses: tuple[Address, ...]
+    neigh_retrans_ms: int      # how often the kernel re-asks for an unresolved neighbour
 
 
 @dataclass(frozen=True)

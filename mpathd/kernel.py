@@ -41,13 +41,9 @@ _TABLE_LOCAL = 255
 NIC_SYSCTLS = {"arp_ignore": "1", "arp_announce": "2", "promote_secondaries": "1"}
 
 
-def _sysctl_path(ifname: str, key: str) -> str:
-    return f"/proc/sys/net/ipv4/conf/{ifname}/{key}"
-
-
 def read_sysctl(ifname: str, key: str) -> str | None:
     try:
-        with open(_sysctl_path(ifname, key)) as f:
+        with open(f"/proc/sys/net/ipv4/conf/{ifname}/{key}") as f:
             return f.read().strip()
     except OSError:
         return None
@@ -205,14 +201,21 @@ class Kernel:
                 return idx
         raise LookupError(f"no interface {ifname}")
 
-    def prepare(self, ifname: str) -> None:
+    def prepare(self, ifname: str, neigh_retrans_ms: int) -> None:
         """Set the sysctls a group NIC needs; warn about those that break it."""
-        for key, want in NIC_SYSCTLS.items():
-            have = read_sysctl(ifname, key)
-            if have is not None and have != want:
-                with open(_sysctl_path(ifname, key), "w") as f:
-                    f.write(want)
-                log.info("set net.ipv4.conf.%s.%s=%s (was %s)", ifname, key, want, have)
+        wanted = [(f"/proc/sys/net/ipv4/conf/{ifname}/{key}", want) for key, want in NIC_SYSCTLS.items()]
+        wanted += [(f"/proc/sys/net/{fam}/neigh/{ifname}/retrans_time_ms", str(neigh_retrans_ms))
+                   for fam in ("ipv4", "ipv6")]
+        for path, want in wanted:
+            try:
+                with open(path) as f:
+                    have = f.read().strip()
+                if have != want:
+                    with open(path, "w") as f:
+                        f.write(want)
+                    log.info("set %s=%s (was %s)", path[len("/proc/sys/"):].replace("/", "."), want, have)
+            except OSError as e:
+                log.warning("cannot set %s: %s", path, e.strerror)
         for problem in check_sysctls(ifname):
             log.warning("%s", problem)
 

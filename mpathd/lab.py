@@ -265,6 +265,11 @@ class Lab:
         p.stderr.readline()            # "listening on ..."
         return p
 
+    def monitor_addresses(self, role: str = "host") -> "AddressMonitor":
+        """Address changes in a namespace, time-stamped by `ip -ts monitor`."""
+        return AddressMonitor(self.spawn(role, ["ip", "-ts", "-o", "monitor", "address"],
+                                         stdout=subprocess.PIPE, text=True))
+
     def ip_json(self, role: str, *args: str) -> list:
         return json.loads(self.sh(role, "ip", "-j", *args).stdout or "[]")
 
@@ -365,6 +370,43 @@ class Lab:
                         raise RuntimeError(f"mpathd not ready within {timeout} s:\n{d.log()}") from None
                     time.sleep(0.05)
         return d
+
+
+class AddressMonitor:
+    """Collects `ip -ts -o monitor address` lines in a thread, as
+    (wall-clock time, added?, ifname, ADDR/PREFIX)."""
+
+    _LINE = re.compile(r"^\[([0-9T:.-]+)\] (Deleted )?\d+: (\S+)\s+inet6? (\S+)")
+
+    def __init__(self, proc: subprocess.Popen):
+        import threading
+        from datetime import datetime
+        self.proc = proc
+        self.events: list[tuple[float, bool, str, str]] = []
+
+        def read() -> None:
+            for line in proc.stdout:
+                m = self._LINE.match(line)
+                if m:
+                    when = datetime.fromisoformat(m.group(1)).timestamp()
+                    self.events.append((when, m.group(2) is None, m.group(3), m.group(4)))
+        self.thread = threading.Thread(target=read, daemon=True)
+        self.thread.start()
+        time.sleep(0.1)                    # let ip subscribe before anything happens
+
+    def added(self, address: str, ifname: str, after: float, timeout: float = 30) -> float | None:
+        """When `address` next appeared on `ifname` after `after`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for when, added, dev, addr in list(self.events):
+                if added and dev == ifname and addr == address and when >= after:
+                    return when
+            time.sleep(0.005)
+        return None
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 def _cleanup_all() -> None:

@@ -3,10 +3,21 @@
     python -m mpathd.labtraffic tcp-server ADDR PORT SECONDS
     python -m mpathd.labtraffic tcp-client ADDR PORT SECONDS INTERVAL_MS
     python -m mpathd.labtraffic spoof IFNAME DSTMAC SRC DST SECONDS RATE
+    python -m mpathd.labtraffic udp-echo ADDR PORT SECONDS
+    python -m mpathd.labtraffic udp-stream ADDR PORT SECONDS RATE
+    python -m mpathd.labtraffic flood ADDR PORT SECONDS
+    python -m mpathd.labtraffic hog SECONDS
+    python -m mpathd.labtraffic probe-floor IFNAME SRC DST COUNT RATE
 
 The client sends a 16-byte numbered message every INTERVAL_MS over one TCP
 connection, reads the echo, and prints one JSON line: how many were echoed,
 the largest gap between two echoes, and the error that ended it, if any.
+`udp-stream` sends numbered datagrams at RATE per second to a `udp-echo` and
+prints the gaps in the echoes it gets back (wall-clock start and length), so
+an outage is measured as a peer sees it. `flood` sends as fast as it can,
+`hog` burns one CPU, `probe-floor` is the least a probe can cost: a bare
+raw-socket echo loop bound to a NIC, for comparison with the daemon.
+
 `spoof` plays an attacker: it sends forged ICMP echo replies from SRC to DST
 (a test address) with guessed ids, sequence numbers and payloads, RATE per
 second, straight onto the wire of IFNAME.
@@ -106,17 +117,145 @@ def spoof(ifname: str, dstmac: str, src: str, dst: str, seconds: float, rate: in
     print(json.dumps({"sent": sent}), flush=True)
 
 
+def udp_echo(addr: str, port: int, seconds: float) -> None:
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((addr, port))
+    print("listening", flush=True)
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data, peer = sock.recvfrom(2048)
+        except socket.timeout:
+            break
+        sock.sendto(data, peer)
+
+
+def udp_stream(addr: str, port: int, seconds: float, rate: float) -> None:
+    """Numbered datagrams at `rate`; report every gap in the echoes longer
+    than three sending periods, as [wall-clock start, milliseconds]."""
+    import select
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    period = 1.0 / rate
+    print("streaming", flush=True)
+    start = time.monotonic()
+    wall0 = time.time() - start
+    deadline = start + seconds
+    n = received = 0
+    last = start
+    gaps = []
+    next_send = start
+    while (now := time.monotonic()) < deadline:
+        if now >= next_send:
+            try:
+                sock.sendto(n.to_bytes(8, "big"), (addr, port))
+            except OSError:
+                pass                               # no route for a moment: that is an outage too
+            n += 1
+            next_send += period
+        r, _, _ = select.select([sock], [], [], max(0.0, min(next_send, deadline) - time.monotonic()))
+        while r:
+            try:
+                sock.recv(64)
+            except BlockingIOError:
+                break
+            t = time.monotonic()
+            received += 1
+            if t - last > 3 * period:
+                gaps.append([round(wall0 + last, 6), round((t - last) * 1000, 3)])
+            last = t
+    print(json.dumps({"sent": n, "received": received, "gaps": gaps}), flush=True)
+
+
+def flood(addr: str, port: int, seconds: float) -> None:
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    payload = bytes(1200)
+    print("flooding", flush=True)
+    deadline = time.monotonic() + seconds
+    sent = 0
+    while time.monotonic() < deadline:
+        for _ in range(100):
+            try:
+                sock.sendto(payload, (addr, port))
+                sent += 1
+            except OSError:
+                pass
+    print(json.dumps({"sent": sent}), flush=True)
+
+
+def hog(seconds: float) -> None:
+    print("hogging", flush=True)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sum(range(10_000))
+
+
+def probe_floor(ifname: str, src: str, dst: str, count: int, rate: float) -> None:
+    """The least a probe can cost in Python: a raw ICMP socket bound to the
+    NIC and the source, a fixed packet with a new sequence number, one
+    recv, a check of id and sequence. Prints CPU seconds per probe."""
+    import resource
+    import select
+    import struct
+
+    from .probesock import checksum
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+    sock.bind((src, 0))
+    sock.setblocking(False)
+    ident = 0x4D50
+    print("probing", flush=True)
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    answered = 0
+    period = 1.0 / rate
+    next_send = time.monotonic()
+    for seq in range(count):
+        header = bytearray(struct.pack("!BBHHH", 8, 0, 0, ident, seq & 0xFFFF) + bytes(24))
+        struct.pack_into("!H", header, 2, checksum(bytes(header)))
+        sock.sendto(bytes(header), (dst, 0))
+        deadline = next_send + period
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([sock], [], [], left)[0]:
+                break
+            data = sock.recv(2048)
+            ihl = (data[0] & 0x0F) * 4
+            if struct.unpack_from("!HH", data, ihl + 4) == (ident, seq & 0xFFFF):
+                answered += 1
+        next_send = deadline
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage.ru_utime - usage0.ru_utime) + (usage.ru_stime - usage0.ru_stime)
+    print(json.dumps({"probes": count, "answered": answered, "cpu_per_probe_us": cpu / count * 1e6}),
+          flush=True)
+
+
 def main(argv: list[str]) -> None:
     cmd, *args = argv
     if cmd == "spoof":
         ifname, dstmac, src, dst, seconds, rate = args
         spoof(ifname, dstmac, src, dst, float(seconds), int(rate))
         return
+    if cmd == "hog":
+        hog(float(args[0]))
+        return
+    if cmd == "probe-floor":
+        ifname, src, dst, count, rate = args
+        probe_floor(ifname, src, dst, int(count), float(rate))
+        return
     addr, port, seconds, *rest = args
     if cmd == "tcp-server":
         tcp_server(addr, int(port), float(seconds))
     elif cmd == "tcp-client":
         tcp_client(addr, int(port), float(seconds), float(rest[0]))
+    elif cmd == "udp-echo":
+        udp_echo(addr, int(port), float(seconds))
+    elif cmd == "udp-stream":
+        udp_stream(addr, int(port), float(seconds), float(rest[0]))
+    elif cmd == "flood":
+        flood(addr, int(port), float(seconds))
     else:
         raise SystemExit(f"unknown command {cmd}")
 

@@ -25,6 +25,7 @@ import ipaddress
 import random
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import timing
 
@@ -74,7 +75,7 @@ class Target:
     dead_until: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Slot:
     seq: int
     target: Target
@@ -87,8 +88,7 @@ class Slot:
     done_at: float | None = None
 
 
-@dataclass(frozen=True)
-class Probe:
+class Probe(NamedTuple):
     """One echo request to send: to a target, or to all hosts (discovery)."""
     dst: IP
     seq: int
@@ -96,8 +96,7 @@ class Probe:
     kind: int
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """A finished probe, for the probe view (ipmpstat -p)."""
     time: float
     seq: int
@@ -120,6 +119,7 @@ class Prober:
         self.mode = "multicast"             # static | routes | multicast
         self.slots: deque[Slot] = deque(maxlen=self.HISTORY)
         self.by_seq: dict[int, Slot] = {}
+        self.outstanding: list[Slot] = []       # UNACKED slots: the only ones with a deadline
         self.seq = 0
         self.turn = 0
         self.base: float | None = None
@@ -150,11 +150,15 @@ class Prober:
         return self.next_send is not None
 
     def deadline(self) -> float | None:
-        pending = [s.deadline for s in self.slots if s.status == UNACKED]
-        times = pending + ([self.next_send] if self.next_send is not None else [])
-        return min(times) if times else None
+        d = self.next_send
+        for s in self.outstanding:
+            if d is None or s.deadline < d:
+                d = s.deadline
+        return d
 
     def active_targets(self, now: float) -> list[Target]:
+        if not any(t.dead_until is not None for t in self.targets):
+            return self.targets[:timing.MAX_PROBE_TARGETS]
         live = [t for t in self.targets if t.dead_until is None or t.dead_until <= now]
         for t in live:
             t.dead_until = None
@@ -191,6 +195,7 @@ class Prober:
                 self.by_seq.pop(self.slots[0].seq, None)
             self.slots.append(slot)
             self.by_seq[slot.seq] = slot
+            self.outstanding.append(slot)
             self.stats["sent"] += 1
             if late:
                 self.stats["late"] += 1
@@ -207,8 +212,11 @@ class Prober:
         """Mark overdue probes lost; return targets that died meanwhile (their
         own five losses in a row while the NIC as a whole was still fine)."""
         dead: list[Target] = []
-        for s in self.slots:
-            if s.status == UNACKED and s.deadline <= now:
+        overdue = [s for s in self.outstanding if s.deadline <= now]
+        if overdue:
+            self.outstanding = [s for s in self.outstanding if s.deadline > now]
+        for s in overdue:
+            if s.status == UNACKED:
                 s.status, s.done_at = LOST, now
                 self.stats["lost"] += 1
                 self._record(s)
@@ -256,6 +264,8 @@ class Prober:
         was_lost = slot.status == LOST
         if was_lost:
             self.stats["lost"] -= 1
+        else:
+            self.outstanding.remove(slot)
         slot.status, slot.done_at = ACKED, rx
         slot.rtt = max(0.0, rx - slot.sent)
         self.stats["acked"] += 1
@@ -331,6 +341,7 @@ class Prober:
         link failure, or when its whole group failed)."""
         self.slots.clear()
         self.by_seq.clear()
+        self.outstanding.clear()
         for t in self.targets:
             t.rtt.reset()
             t.losses = 0
@@ -364,10 +375,11 @@ class Prober:
 
     def _forget_missing_targets(self) -> None:
         live = {id(t) for t in self.targets}
-        for s in self.slots:
-            if id(s.target) not in live and s.status == UNACKED:
+        for s in self.outstanding:
+            if id(s.target) not in live:
                 s.status = LOST
                 s.late = True                # not the NIC's fault: never counted
+        self.outstanding = [s for s in self.outstanding if s.status == UNACKED]
 
 
 def _all_hosts(family: int) -> IP:

@@ -27,6 +27,7 @@ from .events import ProbeReply, SendProbe
 log = logging.getLogger("mpathd")
 
 PAYLOAD = struct.Struct("!QQB3x")           # nonce, send time (ns), kind
+_SEQ = struct.Struct("!H")
 _SO_TIMESTAMPNS = 35
 _SOL_RAW = 255
 _ICMP_FILTER = 1                            # IPv4 raw, level SOL_RAW: bitmask of types to block
@@ -35,11 +36,15 @@ _ECHO_REPLY4, _ECHO_REPLY6 = 0, 129
 _WARN_EVERY_S = 10.0
 
 
+_WORDS = struct.Struct(f"!{(8 + PAYLOAD.size) // 2}H")     # a probe: header and payload
+
+
 def checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071)."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    words = _WORDS if len(data) == _WORDS.size else struct.Struct(f"!{len(data) // 2}H")
+    total = sum(words.unpack(data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -71,16 +76,15 @@ class _Sock:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         self.sock = s
-        self.header = header                       # type, code, checksum, id, seq
+        self.header = header[:2] + b"\0\0" + header[4:6]   # type, code, zero checksum, id
+        self.dsts: dict = {}                       # target -> sockaddr, built once per target
         self.warned_at = 0.0
 
     def packet(self, seq: int, nonce: int, kind: int) -> bytes:
-        body = bytearray(self.header + PAYLOAD.pack(nonce, time.monotonic_ns(), kind))
-        struct.pack_into("!H", body, 2, 0)
-        struct.pack_into("!H", body, 6, seq)
-        if self.family == 4:                       # the kernel checksums ICMPv6 itself
-            struct.pack_into("!H", body, 2, checksum(bytes(body)))
-        return bytes(body)
+        body = self.header + _SEQ.pack(seq) + PAYLOAD.pack(nonce, time.monotonic_ns(), kind)
+        if self.family == 6:                       # the kernel checksums ICMPv6 itself
+            return body
+        return body[:2] + _SEQ.pack(checksum(body)) + body[4:]
 
 
 class ProbeSockets:
@@ -89,6 +93,7 @@ class ProbeSockets:
         self._register, self._unregister, self._deliver = register, unregister, deliver
         self._socks: dict[tuple[str, int], _Sock] = {}
         self._rng = random.SystemRandom()
+        self._ips: dict[str, object] = {}          # source text -> address: parsed once, not per reply
 
     def open(self, ifname: str, family: int, index: int, source) -> None:
         self.close(ifname, family)
@@ -108,30 +113,35 @@ class ProbeSockets:
 
     def send(self, p: SendProbe) -> None:
         s = self._socks[(p.ifname, p.family)]
-        dst = (str(p.dst), 0) if p.family == 4 else (str(p.dst), 0, 0, s.index)
+        dst = s.dsts.get(p.dst)
+        if dst is None:
+            if len(s.dsts) > 64:
+                s.dsts.clear()
+            dst = s.dsts[p.dst] = (str(p.dst), 0) if p.family == 4 else (str(p.dst), 0, 0, s.index)
         try:
             s.sock.sendto(s.packet(p.seq, p.nonce, p.kind), dst)
         except BlockingIOError:
             pass                                   # as in.mpathd: counts as sent, and is lost
 
     def _read(self, s: _Sock) -> None:
-        offset = time.time_ns() - time.monotonic_ns()
-        for _ in range(256):                       # bounded: never starve the loop
-            try:
-                data, anc, _flags, addr = s.sock.recvmsg(2048, 64)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warning("probe socket of %s (IPv%d): %s", s.ifname, s.family, e.strerror)
-                return
-            rx = time.monotonic()
-            for level, kind, value in anc:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
-                    sec, nsec = struct.unpack("qq", value[:16])
-                    rx = (sec * 1_000_000_000 + nsec - offset) / 1e9
-            reply = self._parse(s, data, addr[0], rx)
-            if reply is not None:
-                self._deliver(reply)
+        """One datagram per readiness: epoll is level-triggered, so a second
+        one brings the loop back at once, and the common case costs no
+        failing recvmsg()."""
+        try:
+            data, anc, _flags, addr = s.sock.recvmsg(2048, 64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log.warning("probe socket of %s (IPv%d): %s", s.ifname, s.family, e.strerror)
+            return
+        rx = time.monotonic()
+        for level, kind, value in anc:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
+                sec, nsec = struct.unpack("qq", value[:16])
+                rx = (sec * 1_000_000_000 + nsec - (time.time_ns() - time.monotonic_ns())) / 1e9
+        reply = self._parse(s, data, addr[0], rx)
+        if reply is not None:
+            self._deliver(reply)
 
     def _parse(self, s: _Sock, data: bytes, src: str, rx: float) -> ProbeReply | None:
         if s.family == 4:
@@ -148,7 +158,12 @@ class ProbeSockets:
         if len(data) < 8 + PAYLOAD.size:
             return self._bad(s, src, f"probe reply too short: {len(data)} bytes")
         nonce, _sent_ns, kind = PAYLOAD.unpack_from(data, 8)
-        return ProbeReply(s.ifname, s.family, ipaddress.ip_address(src.split("%")[0]), seq, nonce, kind, rx)
+        ip = self._ips.get(src)
+        if ip is None:
+            if len(self._ips) > 1024:
+                self._ips.clear()
+            ip = self._ips[src] = ipaddress.ip_address(src.split("%")[0])
+        return ProbeReply(s.ifname, s.family, ip, seq, nonce, kind, rx)
 
     def _bad(self, s: _Sock, src: str, why: str) -> None:
         now = time.monotonic()

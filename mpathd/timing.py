@@ -44,6 +44,17 @@ FDT_RAISE_FACTOR = 2
 FDT_LOWER_TRIGGER = 4
 FDT_SETTLING_S = 60.0
 
+# A probe to a neighbour that is not resolved waits in the kernel's queue
+# while ARP/ND retries every retrans_time_ms (1 s by default); after a silent
+# failure ends, repair would wait for that retry. A group NIC re-resolves at
+# the probe interval instead, never slower than the kernel default.
+NEIGH_RETRANS_MAX_MS = 1000
+
+
+def neigh_retrans_ms(fdt_ms: int) -> int:
+    return max(10, min(NEIGH_RETRANS_MAX_MS, probe_interval_ms(fdt_ms)))
+
+
 # Link-flap damping for NICs without probing (in.mpathd LINK_UP_PERMIN): the
 # third link-up within LINK_FLAP_WINDOW_S keeps the NIC failed until the
 # window has passed, so a bouncing cable does not drag addresses back and

@@ -15,7 +15,7 @@ import os
 from pyroute2 import IPRoute
 
 from .config import Config
-from .kernel import check_sysctls
+from .kernel import check_sysctls, read_sysctl
 
 
 def _ipv6_disabled(ifname: str) -> bool:
@@ -71,6 +71,13 @@ def problems(cfg: Config) -> list[str]:
                 if _ipv6_disabled(n):
                     out.append(f"group {g.name}: IPv6 is disabled on {n}, but the group has IPv6 "
                                f"addresses or probes")
+    members = {i.name for g in cfg.groups for i in g.interfaces}
+    flux = [n for n, m in links.items() if n not in members and n != "lo" and m["flags"] & 1
+            and max(int(read_sysctl(x, "arp_ignore") or 0) for x in ("all", n)) == 0]
+    if cfg.groups and flux:
+        out.append(f"{', '.join(sorted(flux))} (in no group) answer ARP for any local address "
+                   f"(arp_ignore=0): on the same link as a group they can answer for its addresses "
+                   f"before the group's NICs do; set net.ipv4.conf.all.arp_ignore=1")
     if os.geteuid() != 0:
         out.append("not running as root: some settings could not be read")
     return out

@@ -224,6 +224,15 @@ def parse_groups(text: str, path: str) -> tuple[GroupConfig, ...]:
                                      f"{other!r} (line {line}); a subnet belongs to one group")
         subnets.append((addr.network, group, node.start_mark.line + 1))
 
+    def data_addresses(fields: dict, what: str, group: str) -> list[Address]:
+        out = []
+        for text_, node in doc.scalars(fields["data"][1], what) if "data" in fields else []:
+            a = doc.address(text_, node, what)
+            unique(a, node)
+            claim_subnet(a, group, node)
+            out.append(a)
+        return out
+
     for gname, (gkey, gnode) in doc.mapping(top["groups"][1], "groups", ()).items():
         if not _GROUPNAME.match(gname):
             raise doc.fail(gkey, f"invalid group name {gname!r} (letters, digits, '_', '.', '-'; at most 31)")
@@ -244,12 +253,7 @@ def parse_groups(text: str, path: str) -> tuple[GroupConfig, ...]:
             iwhere = f"interface {ifname}"
             f = doc.mapping(inode, iwhere, ("data", "test", "standby"))
             standby = doc.boolean(f["standby"][1], f"{iwhere} standby") if "standby" in f else False
-            data = []
-            for text_, node in doc.scalars(f["data"][1], f"{iwhere} data") if "data" in f else []:
-                a = doc.address(text_, node, f"{iwhere} data")
-                unique(a, node)
-                claim_subnet(a, gname, node)
-                data.append(a)
+            data = data_addresses(f, f"{iwhere} data", gname)
             if standby and data:
                 raise doc.fail(f["data"][0], f"{iwhere} is a standby NIC and cannot have data addresses "
                                              "(give them to an active NIC or to the group)")
@@ -276,12 +280,7 @@ def parse_groups(text: str, path: str) -> tuple[GroupConfig, ...]:
             ifaces.append(InterfaceConfig(ifname, gname, tuple(data), tuple(tests), link_local, standby))
         if not ifaces:
             raise doc.fail(gkey, f"{where} has no interfaces")
-        gdata = []
-        for text_, node in doc.scalars(g["data"][1], f"{where} data") if "data" in g else []:
-            a = doc.address(text_, node, f"{where} data")
-            unique(a, node)
-            claim_subnet(a, gname, node)
-            gdata.append(a)
+        gdata = data_addresses(g, f"{where} data", gname)
         targets = []
         for text_, node in doc.scalars(g["targets"][1], f"{where} targets") if "targets" in g else []:
             try:
@@ -310,8 +309,12 @@ def _read(path: str, missing_ok: bool) -> str | None:
 
 
 def load(defaults_path: str = DEFAULTS_PATH, groups_path: str = GROUPS_PATH,
-         defaults_optional: bool = True) -> Config:
-    """Read and validate both files; raise ConfigError on the first problem."""
+         defaults_optional: bool | None = None) -> Config:
+    """Read and validate both files; raise ConfigError on the first problem.
+    The tunables file may be missing only at its default path, unless
+    `defaults_optional` says otherwise."""
+    if defaults_optional is None:
+        defaults_optional = defaults_path == DEFAULTS_PATH
     text = _read(defaults_path, missing_ok=defaults_optional)
     defaults, warnings = parse_defaults(text, defaults_path) if text is not None else (Defaults(), [])
     groups = parse_groups(_read(groups_path, missing_ok=False) or "", groups_path)

@@ -23,6 +23,8 @@ from typing import Callable
 DEFAULT_PATH = "/run/mpathd/control.sock"
 MAX_REQUEST = 64 * 1024           # bytes; a status request is ~20
 CLIENT_TIMEOUT_S = 2.0            # a slow client is cut off, never waited for
+MAX_CLIENTS = 64                  # connections at once; beyond that new ones are closed at once
+MAX_CLIENTS_PER_UID = 8           # so that one unprivileged user cannot take them all
 READ_ONLY = frozenset({"status", "ping"})          # anything else needs root
 
 
@@ -43,8 +45,8 @@ def peer_of(sock: socket.socket) -> Peer:
 
 
 class _Client:
-    def __init__(self, sock: socket.socket, now: float):
-        self.sock = sock
+    def __init__(self, sock: socket.socket, now: float, uid: int):
+        self.sock, self.uid = sock, uid
         self.deadline = now + CLIENT_TIMEOUT_S
         self.inbuf = b""
         self.outbuf = b""
@@ -110,13 +112,20 @@ class ControlServer:
             self._drop(c)
 
     def _accept(self) -> None:
-        while True:
+        for _ in range(MAX_CLIENTS):
             try:
                 sock, _ = self.sock.accept()
             except BlockingIOError:
                 return
+            except OSError:                       # out of file descriptors, say: try again later
+                return
+            uid = peer_of(sock).uid
+            if (len(self.clients) >= MAX_CLIENTS
+                    or (uid != 0 and sum(1 for c in self.clients.values() if c.uid == uid) >= MAX_CLIENTS_PER_UID)):
+                sock.close()
+                continue
             sock.setblocking(False)
-            client = _Client(sock, self.clock())
+            client = _Client(sock, self.clock(), uid)
             self.clients[sock.fileno()] = client
             self.sel.register(sock, selectors.EVENT_READ, lambda c=client: self._read(c))
 
@@ -159,7 +168,7 @@ class ControlServer:
             if req["cmd"] not in READ_ONLY and peer.uid != 0:
                 raise ControlError(f"{req['cmd']!r} needs root (you are uid {peer.uid})")
             return {"ok": True, "result": self.handler(req, peer)}
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return {"ok": False, "error": "request is not valid JSON"}
         except ControlError as e:
             return {"ok": False, "error": str(e)}

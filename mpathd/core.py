@@ -42,6 +42,7 @@ class Nic:
         self.hwaddrdup = False       # offlined: its MAC is another member's
         self.inactive = False        # functioning but kept out of use (standby, FAILBACK=no)
         self.repair_held_until: float | None = None   # link-flap damping
+        self.fresh = False           # appeared since start: its first repair is its creation
         self.probers: dict[int, Prober] = {}          # by address family
         self.counts = {"failures": 0, "repairs": 0}
         self.link_local: ipaddress.IPv6Address | None = None
@@ -148,6 +149,7 @@ class Core:
         self.tests_present: set[tuple[str, Address]] = set()
         self._out: list[Action] = []
         self._summary = ""
+        self.started = False
         # TRACK_INTERFACES_ONLY_WITH_GROUPS=no: every other NIC joins the
         # anonymous group, which only detects and reports (in.mpathd's "").
         self.track_all = not config.defaults.track_only_groups
@@ -175,6 +177,7 @@ class Core:
             self.groups.append(g)
             for icfg in gcfg.interfaces:
                 old = old_nics.get(icfg.name)
+                old_test = old.cfg.test if old is not None else ()
                 if old is not None and old.cfg.group == icfg.group:
                     nic = old
                     nic.cfg, nic.standby = icfg, icfg.standby
@@ -186,7 +189,7 @@ class Core:
                 self.nics[nic.name] = nic
                 families = ([4] if icfg.test else []) + ([6] if icfg.test_link_local else [])
                 kept = {f: p for f, p in nic.probers.items()
-                        if f in families and (f == 6 or old is None or old.cfg.test == icfg.test)}
+                        if f in families and (f == 6 or old_test == icfg.test)}
                 for f, p in nic.probers.items():
                     if f not in kept and p.running:
                         self._out.append(StopProbing(nic.name, f))
@@ -237,6 +240,8 @@ class Core:
     def next_deadline(self) -> float | None:
         times = [n.repair_held_until for n in [*self.nics.values(), *self.anon.nics]
                  if n.repair_held_until is not None]
+        times += [p.start_after for n in self.nics.values() for p in n.probers.values()
+                  if not p.running and p.start_after > 0]
         for n in self.nics.values():
             for p in n.probers.values():
                 d = p.deadline()
@@ -270,9 +275,10 @@ class Core:
                 self.routes = event.routes
             case ActionFailed():
                 self._log(ERR, f"could not carry out {event.action}: {event.error}", "action_failed")
+                if isinstance(event.action, StartProbing):
+                    self._probe_start_failed(event.action)
             case ConfigReloaded():
-                self._reload(event.config)
-                self._resync(event.links, event.addresses)
+                self._reload(event)
             case Offline():
                 self._offline(event.ifname, event.force)
             case Online():
@@ -284,10 +290,12 @@ class Core:
 
     # ------------------------------------------------------------ reload
 
-    def _reload(self, new: Config) -> None:
+    def _reload(self, ev: ConfigReloaded) -> None:
         """Apply only what differs between the running and the new config."""
+        new = ev.config
         old_cfg, old_where, old_tests = self.config, dict(self.where), set(self.tests_present)
         old_nics = {**{n.name: n for n in self.anon.nics}, **self.nics}
+        old_cfgs = {name: nic.cfg for name, nic in old_nics.items()}
         old_groups = {g.name: g for g in self.groups}
         old_homes = {g.name: set(g.home()) for g in self.groups}
         changes: list[str] = []
@@ -342,6 +350,17 @@ class Core:
                 changes.append(f"{key} {before} -> {after}")
         changes += [f"group {n} removed" for n in old_groups if n not in {g.name for g in self.groups}]
         changes += [f"group {g.name} added" for g in self.groups if g.name not in old_groups]
+        self._resync(ev.links, ev.addresses)           # new members take their links
+        failback_on = new.defaults.failback and not old_cfg.defaults.failback
+        for g in self.groups:
+            for nic in g.nics:
+                before = old_cfgs.get(nic.name)
+                changed = (before is None or before.group != g.name or before.standby != nic.standby
+                           or (failback_on and nic.inactive and not nic.standby))
+                if changed and nic.functioning:
+                    # as if it had just been created (Solaris re-plumbs it)
+                    policy.transition_to_running(g.nics, nic, repair=False, failback=new.defaults.failback)
+            policy.ensure_one_active(g.nics)
         self._log(INFO, "configuration reloaded: " + ("; ".join(changes) or "no changes"), "reload")
 
     # ------------------------------------------------------- operator requests
@@ -404,6 +423,7 @@ class Core:
                                                  failback=self.config.defaults.failback)
 
     def _start(self, ev: Started) -> None:
+        self.started = True
         for link in ev.links:
             nic = self.nics.get(link.name) or self._watch_anonymous(link)
             if nic is not None:
@@ -430,7 +450,8 @@ class Core:
                 if not nic.functioning or nic.name in hosting:
                     continue
                 elsewhere = any(observed.get(a) and nic.name not in observed[a]
-                                and self.nics[observed[a][0]].functioning for a in nic.cfg.data)
+                                and (holder := self.nics.get(observed[a][0])) is not None
+                                and holder.functioning for a in nic.cfg.data)
                 if not nic.standby and not failback and elsewhere:
                     nic.inactive = True      # it was repaired under FAILBACK=no before the restart
                 else:
@@ -439,12 +460,11 @@ class Core:
 
     def _resync(self, links: Iterable[LinkInfo], addresses: Iterable[tuple[str, Address]]) -> None:
         by_name = {link.name: link for link in links}
-        for nic in self.nics.values():
-            link = by_name.get(nic.name)
-            if link is None and nic.present:
+        for nic in [*self.nics.values(), *self.anon.nics]:
+            if nic.name not in by_name and nic.present:
                 self._link_removed(nic.name, nic.index)  # type: ignore[arg-type]
-            elif link is not None:
-                self._link_changed(link)
+        for link in by_name.values():
+            self._link_changed(link)
         self._learn_addresses(addresses)
 
     def _learn_addresses(self, addresses: Iterable[tuple[str, Address]]) -> dict[Address, list[str]]:
@@ -466,6 +486,9 @@ class Core:
             addr = self._managed(kaddr)
             if addr is None:
                 continue
+            if addr != kaddr:
+                self._wrong_prefix(ifname, kaddr, addr)
+                continue
             observed[addr].append(ifname)
         for addr in self.where:
             holders = observed.get(addr, [])
@@ -485,7 +508,10 @@ class Core:
             nic.index, nic.mac = link.index, link.mac
             if nic.cfg.group:                  # NICs in no group are watched, never touched
                 self._out.append(self._prepare(nic, self.group_of(nic)))
-        nic.mac = link.mac
+        elif nic.mac != link.mac:
+            nic.mac = link.mac
+            if nic.cfg.group:                  # its announcements must carry the new MAC
+                self._out.append(self._prepare(nic, self.group_of(nic)))
         return nic.link.observe(link.running)
 
     def _prepare(self, nic: Nic, g: Group) -> PrepareInterface:
@@ -515,6 +541,8 @@ class Core:
         if appeared:
             self._log(INFO, f"IP interface {nic.name}{self._of(g)} is present (index {link.index})",
                       "nic_added", group, nic.name)
+        if appeared and self.started and nic.failed:
+            nic.fresh = True
         change = self._attach(nic, link)
         if change == "down":
             self._log(ERR, f"The link has gone down on {nic.name}", "link_down", group, nic.name)
@@ -547,6 +575,14 @@ class Core:
             return
         self._detach(nic)
 
+    def _wrong_prefix(self, ifname: str, kaddr: Address, addr: Address) -> None:
+        """A managed IP with another prefix than configured (the config
+        changed, or someone added it by hand): replace it."""
+        group = self.addr_group[addr].name
+        self._log(WARNING, f"{kaddr} on {ifname} has not the configured prefix of {addr}; replacing it",
+                  "wrong_prefix", group, ifname)
+        self._out.append(RemoveAddress(ifname, kaddr))
+
     def _note_local(self, ifname: str, kaddr: Address, present: bool) -> None:
         """Keep the set of local addresses, and each NIC's link-local address
         (the source of its IPv6 probes)."""
@@ -571,6 +607,9 @@ class Core:
                     return
         addr = self._managed(kaddr)
         if addr is None:
+            return
+        if addr != kaddr:
+            self._wrong_prefix(ifname, kaddr, addr)
             return
         holder = self.where[addr]
         if holder == ifname:
@@ -598,7 +637,7 @@ class Core:
                               self.group_of(nic).name, ifname)
                     return
         addr = self._managed(kaddr)
-        if addr is None or self.where[addr] != ifname:
+        if addr is None or addr != kaddr or self.where[addr] != ifname:
             return
         self.where[addr] = None
         group = self.addr_group[addr].name
@@ -611,6 +650,10 @@ class Core:
             if nic.repair_held_until is not None and now >= nic.repair_held_until:
                 nic.repair_held_until = None
                 self._dirty = True
+            for p in nic.probers.values():
+                if 0 < p.start_after <= now:
+                    p.start_after = 0.0            # time to try the socket again
+                    self._dirty = True
         for g in self.groups:
             for nic in g.nics:
                 due = False
@@ -680,7 +723,8 @@ class Core:
         elif (g.fdt > g.user_fdt and g.last_raise is not None
               and now - g.last_raise > timing.FDT_SETTLING_S
               and all(t.rtt.crtt is not None and t.rtt.crtt < g.interval / timing.FDT_LOWER_TRIGGER
-                      for m in g.nics for q in m.probers.values() for t in q.targets)):
+                      for m in g.nics if m.functioning for q in m.probers.values() if q.running
+                      for t in q.active_targets(now))):
             g.fdt = max(g.fdt / 2, g.user_fdt)
             g.last_raise = now if g.fdt > g.user_fdt else None
             self._set_interval(g)
@@ -736,11 +780,14 @@ class Core:
                 works = self._works(nic)
                 if works and nic.failed:
                     nic.failed = False
-                    nic.counts["repairs"] += 1
-                    self._log(ERR, f"IP interface repair detected on {nic.name}{self._of(g)}",
-                              "repair", g.name or None, nic.name)
+                    if not nic.fresh:
+                        nic.counts["repairs"] += 1
+                        self._log(ERR, f"IP interface repair detected on {nic.name}{self._of(g)}",
+                                  "repair", g.name or None, nic.name)
                     if not nic.offline and g is not self.anon:
-                        policy.transition_to_running(g.nics, nic, repair=True, failback=failback)
+                        # a NIC that appeared is created, not repaired: FAILBACK=no does not apply
+                        policy.transition_to_running(g.nics, nic, repair=not nic.fresh, failback=failback)
+                    nic.fresh = False
                 elif not works and not nic.failed:
                     was_active = nic.active
                     nic.failed, nic.inactive = True, False
@@ -881,6 +928,15 @@ class Core:
                             for addr in dict.fromkeys(known):
                                 p.add_host(addr)
 
+    def _probe_start_failed(self, act: StartProbing) -> None:
+        """No socket: stop, and try again a little later (the address may
+        still be tentative, or the NIC on its way out)."""
+        nic = self.nics.get(act.ifname)
+        p = nic.probers.get(act.family) if nic else None
+        if p is not None and p.running:
+            p.stop()
+            p.start_after = self.clock() + timing.PROBE_START_RETRY_S
+
     def _sync_probing(self, nic: Nic) -> None:
         """Probe while the NIC is present, has carrier, is not offline and
         has its test address."""
@@ -888,7 +944,7 @@ class Core:
             src = nic.source(fam)
             want = (nic.present and nic.link.state != "down" and not nic.offline and src is not None
                     and (fam == 6 or (nic.name, nic.cfg.test[0]) in self.tests_present))
-            if want and not p.running:
+            if want and not p.running and p.start_after <= self.clock():
                 self._out.append(StartProbing(nic.name, fam, nic.index, src))   # type: ignore[arg-type]
                 p.start(self.clock())
             elif not want and p.running:

@@ -7,7 +7,7 @@ import sys
 from typing import Callable
 
 from . import config, control, metrics
-from .cli import OneLineParser
+from .cli import OneLineParser, load_config
 
 Row = dict
 Field = tuple[str, int, Callable[[Row], str]]
@@ -71,7 +71,8 @@ VIEWS: dict[str, tuple[str, list[Field]]] = {
         ("PROBE", 7, lambda p: str(p["probe"])),
         ("RTT", 10, lambda p: _ms(p["rtt_ms"])),
         ("RTTAVG", 10, lambda p: _ms(p["rtt_avg_ms"])),
-        ("TARGET", 26, lambda p: p["target"] + (" (lost)" if p["status"] == "lost" else "")),
+        ("TARGET", 26, lambda p: p["target"] + (" (lost)" if p["status"] == "lost" else "")
+         + (" (sent late)" if p["late"] else "")),
         ("RTTDEV", 10, lambda p: _ms(p["rtt_dev_ms"])),
     ]),
 }
@@ -198,11 +199,8 @@ def _parser() -> OneLineParser:
 
 def _check(args) -> int:
     from .check import problems
-    try:
-        cfg = config.load(args.defaults, args.config,
-                          defaults_optional=args.defaults == config.DEFAULTS_PATH)
-    except config.ConfigError as e:
-        print(f"ipmpctl: {e}", file=sys.stderr)
+    cfg = load_config("ipmpctl", args.defaults, args.config)
+    if cfg is None:
         return 2
     found = [*cfg.warnings, *problems(cfg)]
     for p in found:

@@ -14,7 +14,7 @@ import time
 
 from . import config as configmod
 from . import control
-from .cli import OneLineParser
+from .cli import OneLineParser, load_config
 from .core import Core
 from .events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, Log, MoveAddress,
                      Offline, Online, PrepareInterface, Refused, ReleaseInterface, RemoveAddress,
@@ -24,9 +24,8 @@ from .notify import Notifier
 
 
 class Daemon:
-    def __init__(self, cfg: configmod.Config, control_path: str, defaults_path: str,
-                 groups_path: str, defaults_optional: bool):
-        self.paths = (defaults_path, groups_path, defaults_optional)
+    def __init__(self, cfg: configmod.Config, control_path: str, defaults_path: str, groups_path: str):
+        self.paths = (defaults_path, groups_path)
         # scapy is imported here, once, and never on an event.
         from .announce import Announcer
         from .kernel import Kernel
@@ -71,12 +70,12 @@ class Daemon:
                                          self.notifier.next_deadline()) if d is not None]
                 timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
                 for key, _ in self.sel.select(timeout):
-                    key.data()
+                    self._guarded(key.data)
                 if self.control.clients:
                     self.control.expire()
                 self.notifier.tick()
                 if core_deadline is not None and time.monotonic() >= core_deadline:
-                    self.dispatch(Tick())
+                    self._guarded(lambda: self.dispatch(Tick()))
         finally:
             self.notifier.stopping()
             self.probes.close_all()
@@ -84,6 +83,15 @@ class Daemon:
             self.kernel.close()
         log.info("mpathd stopped; data addresses left where they are")
         return 0
+
+    @staticmethod
+    def _guarded(callback) -> None:
+        """A bug in one handler must not end failover protection: log it with
+        its traceback and go on with the next event."""
+        try:
+            callback()
+        except Exception:                              # noqa: BLE001
+            log.exception("internal error, continuing")
 
     def _signals(self) -> None:
         for signo in os.read(self._signal_r, 64):
@@ -100,9 +108,8 @@ class Daemon:
         """Re-read both files and apply the difference; a bad file changes
         nothing and is reported (ControlError for ipmpctl)."""
         self.notifier.reloading()
-        defaults_path, groups_path, optional = self.paths
         try:
-            cfg = configmod.load(defaults_path, groups_path, defaults_optional=optional)
+            cfg = configmod.load(*self.paths)
         except configmod.ConfigError as e:
             log.error("reload refused, the running configuration stays: %s", e)
             self.notifier.ready(self.core.summary())
@@ -141,13 +148,16 @@ class Daemon:
 
     def dispatch(self, event: Event) -> None:
         pending = [event]
+        resynced = False
         while pending:
             failures = [f for action in self.core.handle(pending.pop(0))
                         if (f := self.execute(action)) is not None]
-            if failures:
+            pending += failures
+            if failures and not resynced:
                 # the kernel is not as the core believes: re-read it once the
-                # whole batch has been carried out
-                pending += failures
+                # whole batch has been carried out, and only once per event,
+                # so that an action the kernel keeps refusing cannot loop
+                resynced = True
                 pending.append(Resynced(*self.kernel.snapshot()))
 
     def execute(self, action) -> ActionFailed | None:
@@ -199,17 +209,13 @@ def _parser() -> OneLineParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup(args.verbose)
-    try:
-        cfg = configmod.load(args.defaults, args.config,
-                             defaults_optional=args.defaults == configmod.DEFAULTS_PATH)
-    except configmod.ConfigError as e:
-        print(f"mpathd: {e}", file=sys.stderr)
+    cfg = load_config("mpathd", args.defaults, args.config)
+    if cfg is None:
         return 2
     for warning in cfg.warnings:
         log.warning("%s", warning)
     try:
-        daemon = Daemon(cfg, args.control, args.defaults, args.config,
-                        defaults_optional=args.defaults == configmod.DEFAULTS_PATH)
+        daemon = Daemon(cfg, args.control, args.defaults, args.config)
     except OSError as e:
         print(f"mpathd: {e}", file=sys.stderr)
         return 1

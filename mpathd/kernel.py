@@ -70,9 +70,19 @@ def _link(msg) -> LinkInfo:
                     loopback_or_p2p=bool(flags & (IFF_LOOPBACK | IFF_POINTOPOINT)))
 
 
+_IFA_F_DADFAILED, _IFA_F_TENTATIVE = 0x08, 0x40
+
+
 def _address(msg) -> Address:
     ip = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
     return ipaddress.ip_interface(f"{ip}/{msg['prefixlen']}")
+
+
+def _usable(msg) -> bool:
+    """Not an IPv6 address still in (or failed) duplicate address detection:
+    it cannot be bound yet. The kernel announces it again once it can."""
+    flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+    return not flags & (_IFA_F_TENTATIVE | _IFA_F_DADFAILED)
 
 
 class Kernel:
@@ -106,7 +116,7 @@ class Kernel:
         links = tuple(_link(m) for m in self.ipr.get_links())
         self.names = {link.index: link.name for link in links}
         addrs = tuple((self.names[m["index"]], _address(m)) for m in self.ipr.get_addr()
-                      if m["index"] in self.names)
+                      if m["index"] in self.names and _usable(m))
         return links, addrs
 
     def routes(self) -> tuple[Route, ...]:
@@ -178,7 +188,7 @@ class Kernel:
             return LinkRemoved(name, msg["index"])
         if kind in ("RTM_NEWADDR", "RTM_DELADDR"):
             name = self.names.get(msg["index"])
-            if name is None:
+            if name is None or (kind == "RTM_NEWADDR" and not _usable(msg)):
                 return None
             addr = _address(msg)
             key = (kind, msg["index"], str(addr.ip))

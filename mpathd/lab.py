@@ -108,13 +108,17 @@ class Daemon:
         raise AssertionError(f"{text!r} not logged within {timeout} s; log:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        """Signal the daemon's whole process group (it has a session of its
+        own), so that a wrapper such as strace and the daemon both go."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout)
         return self.proc.returncode
 
 
@@ -265,10 +269,11 @@ class Lab:
         p.stderr.readline()            # "listening on ..."
         return p
 
-    def monitor_addresses(self, role: str = "host") -> "AddressMonitor":
-        """Address changes in a namespace, time-stamped by `ip -ts monitor`."""
-        return AddressMonitor(self.spawn(role, ["ip", "-ts", "-o", "monitor", "address"],
-                                         stdout=subprocess.PIPE, text=True))
+    def monitor(self, role: str = "host") -> "Monitor":
+        """Address and carrier changes in a namespace, time-stamped by
+        `ip -ts monitor` as the kernel reports them."""
+        return Monitor(self.spawn(role, ["ip", "-ts", "-o", "monitor", "address", "link"],
+                                  stdout=subprocess.PIPE, text=True))
 
     def ip_json(self, role: str, *args: str) -> list:
         return json.loads(self.sh(role, "ip", "-j", *args).stdout or "[]")
@@ -372,24 +377,28 @@ class Lab:
         return d
 
 
-class AddressMonitor:
-    """Collects `ip -ts -o monitor address` lines in a thread, as
-    (wall-clock time, added?, ifname, ADDR/PREFIX)."""
+class Monitor:
+    """Collects `ip -ts -o monitor address link` lines in a thread: address
+    events as (wall-clock time, added?, ifname, ADDR/PREFIX) and carrier
+    losses as (wall-clock time, ifname)."""
 
     _LINE = re.compile(r"^\[([0-9T:.-]+)\] (Deleted )?\d+: (\S+)\s+inet6? (\S+)")
+    _LINK = re.compile(r"^\[([0-9T:.-]+)\] \d+: ([^:@]+)[^:]*: <([^>]*)>")
 
     def __init__(self, proc: subprocess.Popen):
         import threading
         from datetime import datetime
         self.proc = proc
         self.events: list[tuple[float, bool, str, str]] = []
+        self.carrier_losses: list[tuple[float, str]] = []
 
         def read() -> None:
             for line in proc.stdout:
-                m = self._LINE.match(line)
-                if m:
+                if m := self._LINE.match(line):
                     when = datetime.fromisoformat(m.group(1)).timestamp()
                     self.events.append((when, m.group(2) is None, m.group(3), m.group(4)))
+                elif (m := self._LINK.match(line)) and "NO-CARRIER" in m.group(3).split(","):
+                    self.carrier_losses.append((datetime.fromisoformat(m.group(1)).timestamp(), m.group(2)))
         self.thread = threading.Thread(target=read, daemon=True)
         self.thread.start()
         time.sleep(0.1)                    # let ip subscribe before anything happens
@@ -400,6 +409,16 @@ class AddressMonitor:
         while time.monotonic() < deadline:
             for when, added, dev, addr in list(self.events):
                 if added and dev == ifname and addr == address and when >= after:
+                    return when
+            time.sleep(0.005)
+        return None
+
+    def carrier_lost(self, ifname: str, after: float, timeout: float = 5) -> float | None:
+        """When `ifname` next reported losing its carrier after `after`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for when, dev in list(self.carrier_losses):
+                if dev == ifname and when >= after:
                     return when
             time.sleep(0.005)
         return None

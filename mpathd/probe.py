@@ -130,6 +130,7 @@ class Prober:
         self.verdict = "unknown"            # ok | failed | unknown (no targets)
         self.last_ack: float | None = None
         self.proven_at: float | None = None     # first answer since (re)start
+        self.start_after = 0.0                  # when a failed start may be tried again
         self.records: deque[Record] = deque(maxlen=64)
         self.stats = {"sent": 0, "acked": 0, "lost": 0, "late": 0, "missed": 0, "discovery": 0}
 

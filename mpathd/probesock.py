@@ -112,7 +112,9 @@ class ProbeSockets:
             self.close(*key)
 
     def send(self, p: SendProbe) -> None:
-        s = self._socks[(p.ifname, p.family)]
+        s = self._socks.get((p.ifname, p.family))
+        if s is None:
+            return                                 # its socket could not be opened: the core retries
         dst = s.dsts.get(p.dst)
         if dst is None:
             if len(s.dsts) > 64:
@@ -122,6 +124,11 @@ class ProbeSockets:
             s.sock.sendto(s.packet(p.seq, p.nonce, p.kind), dst)
         except BlockingIOError:
             pass                                   # as in.mpathd: counts as sent, and is lost
+        except OSError as e:                       # EPERM from a firewall, ENETUNREACH: lost too
+            now = time.monotonic()
+            if now - s.warned_at >= _WARN_EVERY_S:
+                s.warned_at = now
+                log.warning("probe from %s to %s failed: %s", s.ifname, p.dst, e.strerror)
 
     def _read(self, s: _Sock) -> None:
         """One datagram per readiness: epoll is level-triggered, so a second

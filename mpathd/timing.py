@@ -55,13 +55,13 @@ def neigh_retrans_ms(fdt_ms: int) -> int:
     return max(10, min(NEIGH_RETRANS_MAX_MS, probe_interval_ms(fdt_ms)))
 
 
+# A probe socket that could not be opened (its address still tentative, its
+# NIC going away) is tried again after this long.
+PROBE_START_RETRY_S = 1.0
+
 # Link-flap damping for NICs without probing (in.mpathd LINK_UP_PERMIN): the
 # third link-up within LINK_FLAP_WINDOW_S keeps the NIC failed until the
 # window has passed, so a bouncing cable does not drag addresses back and
 # forth.
 LINK_UP_PERMIN = 2
 LINK_FLAP_WINDOW_S = 60.0
-
-# A foreign deletion of a managed address is repaired within this time.
-# Netlink delivers the deletion at once; the delay only batches bursts.
-FOREIGN_CHANGE_SETTLE_S = 0.05

@@ -3,10 +3,10 @@ it, detection against the FDT, false failovers under load, cost per probe,
 idle cost, start-up time, and scale. Everything runs in namespace labs built
 by mpathd.lab; every loop is bounded.
 
-A fault's time is taken when the command that makes it (ip link, nft) has
-returned: the kernel applied it just before, within a millisecond. Taking it
-before the command would count the start of `ip netns exec` (5-15 ms) as
-detection time.
+A carrier loss is timed by the kernel's own link event (`ip -ts monitor`).
+A silent loss is timed when the nft command that makes it has returned: the
+kernel applied it just before, within a millisecond; timing it before the
+command would count the start of `ip netns exec` (5-15 ms) as detection.
 
     scripts/bench [--quick | --smoke] [--check] [--out BENCHMARKS.md]
 """
@@ -112,20 +112,21 @@ def link_outage(p: dict) -> dict:
     address; failback after eth0's repair (ten probes at FDT 100 ms)."""
     lab, d = pair_lab(100)
     fo, fb, moves = [], [], []
-    mon = lab.monitor_addresses()
+    mon = lab.monitor()
     try:
         for _ in range(p["link"]):
             echo, client = stream(lab, 3.0)
             time.sleep(0.8)
+            t_cmd = time.time()
             lab.cut("eth0")
-            t_cut = time.time()
-            t_moved = mon.added(DATA, "eth1", t_cut, timeout=5)
-            if t_moved is None:
+            t_cut = mon.carrier_lost("eth0", t_cmd)       # the kernel's own time of the carrier loss
+            t_moved = mon.added(DATA, "eth1", t_cmd, timeout=5)
+            if t_cut is None or t_moved is None:
                 raise Failed("no failover after carrier loss")
             moves.append((t_moved - t_cut) * 1000)
             time.sleep(0.5)
-            lab.restore("eth0")
             t_up = time.time()
+            lab.restore("eth0")
             if mon.added(DATA, "eth0", t_up, timeout=5) is None:
                 raise Failed("no failback after the carrier returned")
             gaps = finish(client, echo)
@@ -144,7 +145,7 @@ def silent_loss(p: dict) -> dict:
     out = {}
     for fdt, trials in p["silent"].items():
         lab, d = pair_lab(round(fdt * 1000))
-        mon = lab.monitor_addresses()
+        mon = lab.monitor()
         det, outs, rep = [], [], []
         try:
             for _ in range(trials):
@@ -202,10 +203,11 @@ def cost(p: dict) -> dict:
     one minute to the next; the median of the windows is reported."""
     lab = Lab(nics=3).__enter__()
     try:
+        # before anything asks: the loop's NIC answers ARP only for its own
+        # address, as group NICs do (else it may answer for theirs first)
+        lab.sysctl("host", "net.ipv4.conf.eth2.arp_ignore=1", "net.ipv4.conf.eth2.arp_announce=2")
         d = lab.start_daemon(PAIR, defaults="FAILURE_DETECTION_TIME=100\n")
         lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "src", "192.0.2.100")
-        # the loop's NIC answers ARP only for its own address, as group NICs do
-        lab.sysctl("host", "net.ipv4.conf.eth2.arp_ignore=1", "net.ipv4.conf.eth2.arp_announce=2")
         lab.sh("host", "ip", "addr", "add", "192.0.2.12/32", "dev", "eth2")
         wait_for(lambda: all(t["rtt"] for t in d.status()["targets"]), timeout=30, what="probes answered")
         pid = d.proc.pid
@@ -299,7 +301,7 @@ def scale(p: dict) -> dict:
         time.sleep(p["scale"])
         cpu = (cpu_seconds(d.proc.pid) - c0) / (time.monotonic() - t0) * 100
         rss = rss_mib(d.proc.pid)
-        mon = lab.monitor_addresses()
+        mon = lab.monitor()
         drops = {}
         for k in range(16):
             lab.drop(f"eth{4 * k}")
@@ -361,8 +363,8 @@ def report(r: dict, command: str, plot: str | None) -> str:
         lines += ["## 1. Link-failure outage, as a peer sees it", "",
                   "A peer beyond the router streams 2000 UDP datagrams/s to a data address and records "
                   "the longest gap in the echoes around the event (gaps under 1.5 ms are below the "
-                  "stream's resolution and read 0). *Move* is the time from the carrier loss to the "
-                  "address appearing on the other NIC (`ip monitor` time stamps). Failback follows the "
+                  "stream's resolution and read 0). *Move* is the time from the kernel's carrier-loss "
+                  "event to the address appearing on the other NIC (both `ip -ts monitor` time stamps, taken as `ip` reads the events). Failback follows the "
                   "repair of eth0 (ten answered probes at FDT 100 ms).", "",
                   "| ms | trials | min | median | p95 | max |", "|---|---|---|---|---|---|",
                   row("outage at failover", x["failover_ms"]), row("outage at failback", x["failback_ms"]),

@@ -44,7 +44,7 @@ class Lab:
         self.core = Core(cfg, lambda: self.now)
         names = [i.name for g in cfg.groups for i in g.interfaces]
         present = names if present is None else present
-        self.index = {n: i + 1 for i, n in enumerate(names)}
+        self.index = {n: i + 1 for i, n in enumerate(dict.fromkeys([*names, *present]))}
         self.running = {n: n not in down for n in present}
         self.kernel: dict[str, set] = {n: set() for n in present}
         for ifname, addr in (kernel or {}).items():
@@ -407,3 +407,75 @@ def test_duplicate_mac_offlines_the_later_nic_until_unique():
     out = lab.link("eth1", True)              # its own MAC again
     assert "IP interface eth1 now has a unique hardware address in group g; onlining" in lab.logs(out)
     assert lab.holder("192.0.2.101/24") == "eth1"
+
+
+# ---- regressions found in review
+
+
+def test_start_with_a_data_address_on_a_nic_outside_its_group():
+    lab = Lab(TWO, failback=False, present=["eth0", "eth1", "eth5"],
+              kernel={"eth5": ["192.0.2.100/24"]})
+    assert lab.holder("192.0.2.100/24") == "eth0"          # moved into the group, no crash
+
+
+def test_reload_with_a_new_test_address_reopens_the_probe_socket():
+    from mpathd.events import StartProbing, StopProbing
+    lab = Lab(TWO)
+    out = reload(lab, TWO.replace("192.0.2.10/24", "192.0.2.20/24"))
+    assert StopProbing("eth0", 4) in out
+    assert any(isinstance(a, StartProbing) and a.ifname == "eth0" and str(a.source) == "192.0.2.20"
+               for a in out)
+
+
+def test_reload_with_a_new_prefix_replaces_the_addresses():
+    lab = Lab(TWO)
+    reload(lab, TWO.replace("192.0.2.100/24", "192.0.2.100/25").replace("192.0.2.101/24", "192.0.2.101/25"))
+    assert lab.kernel["eth0"] & {A("192.0.2.100/24"), A("192.0.2.100/25")} == {A("192.0.2.100/25")}
+    assert lab.holder("192.0.2.101/25") == "eth1"
+    assert not any(A("192.0.2.101/24") in s for s in lab.kernel.values())
+
+
+def test_a_new_mac_rebuilds_the_announcements():
+    lab = Lab(TWO)
+    out = lab.do(LinkChanged(LinkInfo("eth0", lab.index["eth0"], "02:aa:00:00:00:01", True)))
+    assert [a.mac for a in out if isinstance(a, PrepareInterface)] == ["02:aa:00:00:00:01"]
+
+
+def test_reload_recomputes_inactive_for_new_and_changed_nics():
+    lab = Lab(TWO)
+    reload(lab, TWO + "      eth2: {standby: true}\n")
+    assert lab.core.nics["eth2"].inactive and lab.kernel["eth2"] == set()
+    lab = Lab(STANDBY)                                        # swap which NIC is the standby
+    reload(lab, STANDBY.replace("eth2: {standby: true}", "eth2: {}").replace(
+        "eth1: {data: [192.0.2.101/24]}", "eth1: {standby: true}"))
+    assert lab.core.nics["eth1"].inactive and lab.core.nics["eth2"].active
+
+
+def test_reload_to_failback_yes_fails_back():
+    lab = Lab(TWO, failback=False)
+    lab.link("eth0", False)
+    lab.link("eth0", True)
+    assert lab.holder("192.0.2.100/24") == "eth1"
+    reload(lab, TWO, failback=True)
+    assert lab.holder("192.0.2.100/24") == "eth0"
+
+
+def test_with_failback_no_a_nic_that_appears_later_is_used():
+    lab = Lab(TWO, failback=False, present=["eth1"])
+    assert lab.holder("192.0.2.100/24") == "eth1"
+    lab.kernel["eth0"] = set()
+    lab.running["eth0"] = True
+    out = lab.do(LinkChanged(lab.info("eth0")))
+    assert lab.holder("192.0.2.100/24") == "eth0"
+    assert not any("repair detected" in t for t in lab.logs(out))
+
+
+def test_nics_in_no_group_survive_a_reload():
+    from mpathd.events import ConfigReloaded
+    yaml = "groups:\n  g:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n"
+    cfg = Config(defaults=Defaults(track_only_groups=False), groups=parse_groups(yaml, "t"))
+    core = Core(cfg, lambda: 0.0)
+    links = (LinkInfo("eth0", 2, None, True), LinkInfo("eth9", 3, None, True))
+    core.handle(Started(links, ()))
+    core.handle(ConfigReloaded(cfg, links, ()))
+    assert {i["name"] for i in core.status()["interfaces"]} == {"eth0", "eth9"}

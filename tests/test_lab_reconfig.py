@@ -175,6 +175,9 @@ def test_ipmpctl_check(make_lab, tmp_path):
     assert "eth1 has the same hardware address" in out
     assert "rp_filter=1" in out and "eth2" in out
     assert "lo has 192.0.2.50/24, on the group's subnet, but is not in the group" in out
+    lab.sh("host", "ip", "link", "add", "stray", "type", "veth", "peer", "name", "stray1")
+    lab.sh("host", "ip", "link", "set", "stray", "up")
+    assert "stray (in no group) answer ARP for any local address" in check(bad).stdout
     bad.write_text("groups:\n  g:\n    interfaces:\n      eth0: {bogus: 1}\n")
     p = check(bad)
     assert p.returncode == 2 and p.stderr.startswith(f"ipmpctl: {bad}:4: unknown key 'bogus'")

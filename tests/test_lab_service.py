@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mpathd.control import ControlError
 from mpathd.lab import ROUTER4, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +112,20 @@ def test_malformed_huge_and_slow_requests_never_stall_probing(make_lab):
     assert ask(b'{"cmd": "frobnicate"}\n')["error"] == "unknown command 'frobnicate'"
     assert ask(b'{"cmd": "offline"}\n')["error"] == 'offline needs an "interface" string'
     assert "longer than 65536 bytes" in ask(b"x" * 200_000)["error"]
+    assert ask(b"[" * 60_000 + b"\n")["error"] == "request is not valid JSON"     # nested too deep
+    # more connections than it serves at once: the extra ones are closed, it lives on
+    crowd = [ask(b"", read=False) for _ in range(200)]
+
+    def served():
+        try:
+            return d.status()["groups"][0]["state"] == "ok"
+        except ControlError:                     # still full of this uid's idle clients
+            return False
+
+    wait_for(served, timeout=10, what="status served after the crowd")
+    assert d.proc.poll() is None
+    for s in crowd:
+        s.close()
     # slow clients: one that sends nothing, one that dribbles
     idle = [ask(b"", read=False) for _ in range(20)]
     dribbler = ask(b'{"cmd"', read=False)

@@ -305,3 +305,26 @@ def test_link_down_needs_fresh_answers_to_repair():
     assert net.holder("192.0.2.100/24") == "eth1"          # not yet: probes must answer
     net.run(net.now + 3)
     assert net.holder("192.0.2.100/24") == "eth0"
+
+
+def test_a_raised_fdt_comes_down_while_a_member_is_failed():
+    net = Net(fdt_ms=100, rtt=0.030)
+    net.run(5)
+    assert net.core.status()["groups"][0]["fdt_ms"] > 100
+    net.feed(LinkChanged(LinkInfo("eth1", 2, None, False)))
+    net.rtt = 0.0002
+    net.run(5 + 4 * timing.FDT_SETTLING_S)
+    assert net.core.status()["groups"][0]["fdt_ms"] == 100
+
+
+def test_a_probe_socket_that_fails_to_open_is_tried_again():
+    from mpathd.events import ActionFailed, StartProbing
+    net = Net()
+    p = net.nic("eth0").probers[4]
+    assert p.running
+    net.feed(ActionFailed(StartProbing("eth0", 4, 1, IP("192.0.2.10")), "OSError: no"))
+    assert not p.running
+    retry = net.core.next_deadline()
+    assert retry is not None
+    net.run(net.now + timing.PROBE_START_RETRY_S + 0.1)
+    assert p.running

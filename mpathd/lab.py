@@ -37,6 +37,16 @@ SUBNET6 = "2001:db8:1:"
 ROUTER4, ROUTER6 = "192.0.2.1", "2001:db8:1::1"
 FAR4, FAR6 = "198.51.100.2", "2001:db8:2::2"        # a host beyond the router
 
+# The standard group of the lab's first two NICs, as tests, demo and
+# benchmarks use it: home data and test addresses on the lab's link.
+PAIR_GROUP = """
+groups:
+  ipmp0:
+    interfaces:
+      eth0: {data: [192.0.2.100/24], test: [192.0.2.10/24]}
+      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
+"""
+
 _live: list["Lab"] = []
 
 

@@ -4,21 +4,11 @@ with nftables rules in the switch, the carrier stays up."""
 import json
 import time
 
+from mpathd.lab import PAIR_GROUP as GROUP
 from mpathd.lab import ROUTER4, mac_of, wait_for
 
 FDT = "FAILURE_DETECTION_TIME=1000\n"          # probes every ~140 ms
 
-GROUP = """
-groups:
-  ipmp0:
-    interfaces:
-      eth0:
-        data: [192.0.2.100/24]
-        test: [192.0.2.10/24]
-      eth1:
-        data: [192.0.2.101/24]
-        test: [192.0.2.11/24]
-"""
 
 
 def with_default_route(lab):

@@ -16,16 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mpathd.control import ControlError
+from mpathd.lab import PAIR_GROUP as GROUP
 from mpathd.lab import ROUTER4, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-GROUP = """
-groups:
-  ipmp0:
-    interfaces:
-      eth0: {data: [192.0.2.100/24], test: [192.0.2.10/24]}
-      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
-"""
 FDT = "FAILURE_DETECTION_TIME=1000\n"
 
 

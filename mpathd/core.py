@@ -987,6 +987,7 @@ class Core:
                 "inactive": [n.name for n in g.nics if n.functioning and n.inactive],
                 "unusable": [n.name for n in g.nics if not n.functioning],
                 "user_fdt_ms": round(g.user_fdt * 1000), **g.counts,
+                "probing": any(n.probers for n in g.nics),
             })
             for n in g.nics:
                 stats: dict[str, int] = defaultdict(int)

@@ -39,7 +39,7 @@ VIEWS: dict[str, tuple[str, list[Field]]] = {
     "groups": ("groups", [
         ("GROUP", 12, lambda g: g["name"]),
         ("STATE", 10, lambda g: g["state"]),
-        ("FDT", 10, lambda g: f"{g['fdt_ms'] / 1000:.2f}s"),
+        ("FDT", 10, lambda g: f"{g['fdt_ms'] / 1000:.2f}s" if g["probing"] else ""),   # as ipmpstat
         ("INTERFACES", 30, _interfaces_cell),
     ]),
     "interfaces": ("interfaces", [

@@ -21,7 +21,7 @@ UNIT = ROOT / "contrib/systemd/mpathd.service"
 STATUS = {
     "groups": [{"name": "ipmp0", "state": "degraded", "fdt_ms": 1000, "user_fdt_ms": 1000,
                 "interfaces": ["eth0", "eth1"], "active": ["eth1"], "inactive": [], "unusable": ["eth0"],
-                "failovers": 2, "failbacks": 1}],
+                "failovers": 2, "failbacks": 1, "probing": True}],
     "interfaces": [
         {"name": "eth0", "group": "ipmp0", "state": "failed", "active": False, "standby": False,
          "inactive": False, "link": "down", "probe": "failed", "present": True, "offline": False,
@@ -113,6 +113,9 @@ def test_human_output_pads_fields_and_marks_empty_values():
     lines = ctl.render(STATUS["groups"], ctl.select_fields("groups", None, False), parsable=False)
     assert lines[0] == "GROUP       STATE     FDT       INTERFACES"
     assert lines[1] == "ipmp0       degraded  1.00s     eth1 [eth0]"
+    quiet = [{**STATUS["groups"][0], "probing": False}]
+    assert ctl.render(quiet, ctl.select_fields("groups", None, False), False)[1] == \
+        "ipmp0       degraded  --        eth1 [eth0]"
     lines = ctl.render(STATUS["interfaces"], ctl.select_fields("interfaces", "interface,group", False), False)
     assert lines[2] == "eth9        --"
 

@@ -23,7 +23,6 @@ class LinkWatcher:
     def __init__(self) -> None:
         self.state = "unknown"                 # up | down | unknown
         self._ups: deque[float] = deque(maxlen=timing.LINK_UP_PERMIN)
-        self.changes = 0                       # carrier transitions seen
 
     # observe() takes no time; record_up() does: the flap check must look at
     # the history *before* the link-up being judged is added to it.
@@ -36,7 +35,6 @@ class LinkWatcher:
         previous, self.state = self.state, new
         if previous == "unknown" and new == "up":
             return None                        # the first sighting is not a transition
-        self.changes += 1
         return new
 
     def record_up(self, now: float) -> None:

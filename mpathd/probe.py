@@ -85,7 +85,6 @@ class Slot:
     late: bool = False
     status: str = UNACKED
     rtt: float | None = None
-    done_at: float | None = None
 
 
 class Probe(NamedTuple):
@@ -218,7 +217,7 @@ class Prober:
             self.outstanding = [s for s in self.outstanding if s.deadline > now]
         for s in overdue:
             if s.status == UNACKED:
-                s.status, s.done_at = LOST, now
+                s.status = LOST
                 self.stats["lost"] += 1
                 self._record(s)
                 if s.late:
@@ -267,7 +266,7 @@ class Prober:
             self.stats["lost"] -= 1
         else:
             self.outstanding.remove(slot)
-        slot.status, slot.done_at = ACKED, rx
+        slot.status = ACKED
         slot.rtt = max(0.0, rx - slot.sent)
         self.stats["acked"] += 1
         self.last_ack = rx if self.last_ack is None else max(self.last_ack, rx)

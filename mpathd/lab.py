@@ -117,6 +117,15 @@ class Daemon:
             time.sleep(0.02)
         raise AssertionError(f"{text!r} not logged within {timeout} s; log:\n{self.log()}")
 
+    def wait_probing(self, *nics: str, timeout: float = 10) -> None:
+        """Wait until each NIC has probe targets and its probes answer, so
+        that what follows (a repair needing ten answers, say) does not race
+        target discovery."""
+        def ok() -> bool:
+            states = {i["name"]: i["probe"] for i in self.status()["interfaces"]}
+            return all(states.get(n) == "ok" for n in nics)
+        wait_for(ok, timeout=timeout, what=f"probing on {', '.join(nics)}")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
         """Signal the daemon's whole process group (it has a session of its
         own), so that a wrapper such as strace and the daemon both go."""

@@ -80,7 +80,10 @@ def test_carrier_loss_fails_over_and_back_ipv4_and_ipv6(make_lab):
 
 def test_failback_no_leaves_addresses_on_the_standin(make_lab):
     lab = make_lab(nics=2)
-    d = lab.start_daemon(TWO, defaults="FAILBACK=no\n")
+    # Probing, so repair after link-up takes ten answers: a short FDT, and
+    # targets found before the cut (else the repair would be link-only).
+    d = lab.start_daemon(TWO, defaults="FAILBACK=no\nFAILURE_DETECTION_TIME=1000\n")
+    d.wait_probing("eth0", "eth1")
     lab.cut("eth0")
     wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], what="failover")
     lab.restore("eth0")
@@ -115,7 +118,8 @@ def test_standby_takes_over_and_returns_to_inactive(make_lab):
 
 def test_group_failure_moves_nothing(make_lab):
     lab = make_lab(nics=2)
-    d = lab.start_daemon(TWO)
+    d = lab.start_daemon(TWO, defaults="FAILURE_DETECTION_TIME=1000\n")
+    d.wait_probing("eth0", "eth1")
     lab.cut("eth1")
     wait_for(lambda: lab.holders("192.0.2.101/24") == ["eth0"], what="failover")
     before = lab.addresses()

@@ -104,7 +104,9 @@ class ControlServer:
             pass
 
     def next_deadline(self) -> float | None:
-        return min((c.deadline for c in self.clients.values()), default=None)
+        if not self.clients:
+            return None
+        return min(c.deadline for c in self.clients.values())
 
     def expire(self) -> None:
         now = self.clock()

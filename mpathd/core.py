@@ -24,7 +24,7 @@ from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, Addre
                      Refused, ReleaseInterface,
                      RemoveAddress, Resynced, RoutesChanged, SendProbe, Started, StartProbing,
                      StateChanged, StopProbing, Tick)
-from .probe import KIND_DISCOVERY, Prober
+from .probe import KIND_DISCOVERY, Prober, Target
 
 
 class Nic:
@@ -238,12 +238,16 @@ class Core:
         return self.by_ip.get(addr.ip)
 
     def next_deadline(self) -> float | None:
-        times = [n.repair_held_until for n in [*self.nics.values(), *self.anon.nics]
-                 if n.repair_held_until is not None]
-        times += [p.start_after for n in self.nics.values() for p in n.probers.values()
-                  if not p.running and p.start_after > 0]
+        """The earliest moment a Tick has work: a probe to send or expire, a
+        probe socket to retry, a flap hold to end. Read on every turn of the
+        daemon's loop, so one pass."""
+        times = [n.repair_held_until for n in self.anon.nics if n.repair_held_until is not None]
         for n in self.nics.values():
+            if n.repair_held_until is not None:
+                times.append(n.repair_held_until)
             for p in n.probers.values():
+                if not p.running and p.start_after > 0:
+                    times.append(p.start_after)
                 d = p.deadline()
                 if d is not None:
                     times.append(d)
@@ -666,21 +670,22 @@ class Core:
                     self._judge(g, nic)
 
     def _run_prober(self, g: Group, nic: Nic, fam: int, p: Prober, now: float) -> None:
-        inst = f"(inet{'' if fam == 4 else '6'} {nic.name})"
+        def inst() -> str:
+            return f"(inet{'' if fam == 4 else '6'} {nic.name})"
         for t in p.expire(now):
             p.drop_target(t, now)
-            self._log(INFO, f"probe target {t.addr} {inst} stopped answering while others answer; "
+            self._log(INFO, f"probe target {t.addr} {inst()} stopped answering while others answer; "
                             f"probing the others", "target_dead", g.name, nic.name)
         probes, missed = p.due(now)
         if missed:
-            self._log(INFO, f"missed sending {missed} probes {inst}: mpathd was not scheduled "
+            self._log(INFO, f"missed sending {missed} probes {inst()}: mpathd was not scheduled "
                             f"in time", "probes_missed", g.name, nic.name)
         for pr in probes:
             self._out.append(SendProbe(nic.name, fam, pr.dst, pr.seq, pr.nonce, pr.kind))
         if (not p.targets and p.discoveries_unanswered >= timing.NUM_PROBE_FAILS
                 and not p.no_targets_reported):
             p.no_targets_reported = True
-            self._log(ERR, f"No probe targets found {inst}: nothing answered an echo to "
+            self._log(ERR, f"No probe targets found {inst()}: nothing answered an echo to "
                            f"{'224.0.0.1' if fam == 4 else 'ff02::1'}; probe-based failure detection "
                            f"is not possible on {nic.name} until a target is configured or answers",
                       "no_targets", g.name, nic.name)
@@ -688,28 +693,28 @@ class Core:
     def _probe_reply(self, ev: ProbeReply) -> None:
         nic = self.nics.get(ev.ifname)
         p = nic.probers.get(ev.family) if nic else None
-        if p is None or not p.running or ev.src in self.own:
+        if p is None or not p.running:
             return
         g = self.group_of(nic)
         if ev.kind == KIND_DISCOVERY:
-            if p.discovery(ev.nonce) and targets.on_probe_subnet(g.cfg, ev.family, ev.src):
+            if (ev.src not in self.own and p.discovery(ev.nonce)
+                    and targets.on_probe_subnet(g.cfg, ev.family, ev.src)):
                 for m in g.nics:                   # discovery is shared by the group
                     q = m.probers.get(ev.family)
                     if q is not None and q.add_host(ev.src):
                         self._log(INFO, f"probe target {ev.src} found by multicast for {m.name}",
                                   "target_found", g.name, m.name)
         elif p.reply(ev.src, ev.seq, ev.nonce, ev.rx, learn=nic.functioning and g.state != "failed") is not None:
-            self._adapt_fdt(g, nic, ev.family, ev.src)
+            self._adapt_fdt(g, nic, ev.family, p.by_seq[ev.seq].target)
         self._judge(g, nic)
 
-    def _adapt_fdt(self, g: Group, nic: Nic, fam: int, src: IP) -> None:
+    def _adapt_fdt(self, g: Group, nic: Nic, fam: int, target: Target) -> None:
         """Raise the group's FDT when a target's RTT makes it unachievable;
         lower it back when every RTT allows (in.mpathd §5.3)."""
+        crtt = target.rtt.crtt
+        if crtt is None or (crtt <= g.interval and g.fdt <= g.user_fdt):
+            return                              # the common case, on every answer
         now = self.clock()
-        target = next((t for t in nic.probers[fam].targets if t.addr == src), None)
-        crtt = target.rtt.crtt if target else None
-        if crtt is None:
-            return
         inst = f"(inet{'' if fam == 4 else '6'} {nic.name})"
         user_ms = round(g.user_fdt * 1000)
         if crtt > g.interval:

@@ -22,6 +22,8 @@ from .events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, 
 from .log import emit, log, setup
 from .notify import Notifier
 
+_TICK = Tick()                   # no fields: one instance serves every turn
+
 
 class Daemon:
     def __init__(self, cfg: configmod.Config, control_path: str, defaults_path: str, groups_path: str):
@@ -66,16 +68,17 @@ class Daemon:
                 # The core's deadline is read once a turn: whatever the
                 # events of this turn change, the next turn reads it again.
                 core_deadline = self.core.next_deadline()
-                deadlines = [d for d in (core_deadline, self.control.next_deadline(),
-                                         self.notifier.next_deadline()) if d is not None]
-                timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-                for key, _ in self.sel.select(timeout):
+                wake = core_deadline
+                for d in (self.control.next_deadline(), self.notifier.next_deadline()):
+                    if d is not None and (wake is None or d < wake):
+                        wake = d
+                for key, _ in self.sel.select(None if wake is None else max(0.0, wake - time.monotonic())):
                     self._guarded(key.data)
                 if self.control.clients:
                     self.control.expire()
                 self.notifier.tick()
                 if core_deadline is not None and time.monotonic() >= core_deadline:
-                    self._guarded(lambda: self.dispatch(Tick()))
+                    self._guarded(self._tick)
         finally:
             self.notifier.stopping()
             self.probes.close_all()
@@ -118,6 +121,9 @@ class Daemon:
             log.warning("%s", warning)
         self.dispatch(ConfigReloaded(cfg, *self.kernel.snapshot()))
         self.notifier.ready(self.core.summary())
+
+    def _tick(self) -> None:
+        self.dispatch(_TICK)
 
     def _netlink(self) -> None:
         for event in self.kernel.read():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .config import IP, Address, Config
 
@@ -78,9 +79,10 @@ class RoutesChanged:
     routes: tuple[Route, ...]
 
 
-@dataclass(frozen=True)
-class ProbeReply:
-    """An ICMP echo reply with our id, received on a NIC's probe socket."""
+class ProbeReply(NamedTuple):
+    """An ICMP echo reply with our id, received on a NIC's probe socket.
+    (This and SendProbe come once per probe: a NamedTuple is as immutable as
+    the frozen dataclasses and several times cheaper to build.)"""
     ifname: str
     family: int
     src: IP
@@ -192,8 +194,7 @@ class StopProbing:
     family: int
 
 
-@dataclass(frozen=True)
-class SendProbe:
+class SendProbe(NamedTuple):
     ifname: str
     family: int
     dst: IP

@@ -73,6 +73,10 @@ class Target:
     rtt: RttEstimator = field(default_factory=RttEstimator)
     losses: int = 0                 # consecutive losses of its own probes
     dead_until: float | None = None
+    text: str = ""                  # str(addr), made once: the probe history names it per probe
+
+    def __post_init__(self) -> None:
+        self.text = str(self.addr)
 
 
 @dataclass(slots=True)
@@ -157,7 +161,10 @@ class Prober:
         return d
 
     def active_targets(self, now: float) -> list[Target]:
-        if not any(t.dead_until is not None for t in self.targets):
+        for t in self.targets:
+            if t.dead_until is not None:
+                break
+        else:
             return self.targets[:timing.MAX_PROBE_TARGETS]
         live = [t for t in self.targets if t.dead_until is None or t.dead_until <= now]
         for t in live:
@@ -174,7 +181,7 @@ class Prober:
         late = now - self.next_send > self.interval / 2
         # in.mpathd phyint_inst_timer: the next send falls in the second half
         # of the next interval; whole intervals that went by unsent are skipped.
-        nxt = self.base + self.rng.uniform(0.5, 1.0) * self.interval
+        nxt = self.base + (0.5 + 0.5 * self.rng.random()) * self.interval
         if now > nxt:
             missed = int((now - nxt) // self.interval) + 1
             self.base += missed * self.interval
@@ -293,7 +300,7 @@ class Prober:
 
     def _record(self, s: Slot) -> None:
         est = s.target.rtt
-        self.records.append(Record(s.sent, s.seq, str(s.target.addr), s.status, s.rtt, est.avg,
+        self.records.append(Record(s.sent, s.seq, s.target.text, s.status, s.rtt, est.avg,
                                    est.dev if est.avg is not None else None, s.late))
 
     # ------------------------------------------------------------ verdict

@@ -42,7 +42,7 @@ _WORDS = struct.Struct(f"!{(8 + PAYLOAD.size) // 2}H")     # a probe: header and
 def checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071)."""
     if len(data) % 2:
-        data += b"\0"
+        data = bytes(data) + b"\0"            # never extends a caller's bytearray
     words = _WORDS if len(data) == _WORDS.size else struct.Struct(f"!{len(data) // 2}H")
     total = sum(words.unpack(data))
     while total >> 16:
@@ -76,15 +76,20 @@ class _Sock:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
         s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         self.sock = s
-        self.header = header[:2] + b"\0\0" + header[4:6]   # type, code, zero checksum, id
+        # the probe, patched in place for each send: type, code, checksum,
+        # id (from scapy), then sequence number and payload
+        self.buf = bytearray(header[:2] + b"\0\0" + header[4:6] + bytes(2 + PAYLOAD.size))
         self.dsts: dict = {}                       # target -> sockaddr, built once per target
         self.warned_at = 0.0
 
-    def packet(self, seq: int, nonce: int, kind: int) -> bytes:
-        body = self.header + _SEQ.pack(seq) + PAYLOAD.pack(nonce, time.monotonic_ns(), kind)
-        if self.family == 6:                       # the kernel checksums ICMPv6 itself
-            return body
-        return body[:2] + _SEQ.pack(checksum(body)) + body[4:]
+    def packet(self, seq: int, nonce: int, kind: int) -> bytearray:
+        buf = self.buf
+        _SEQ.pack_into(buf, 6, seq)
+        PAYLOAD.pack_into(buf, 8, nonce, time.monotonic_ns(), kind)
+        if self.family == 4:                       # the kernel checksums ICMPv6 itself
+            _SEQ.pack_into(buf, 2, 0)
+            _SEQ.pack_into(buf, 2, checksum(buf))
+        return buf
 
 
 class ProbeSockets:

@@ -25,7 +25,7 @@ MAX_REQUEST = 64 * 1024           # bytes; a status request is ~20
 CLIENT_TIMEOUT_S = 2.0            # a slow client is cut off, never waited for
 MAX_CLIENTS = 64                  # connections at once; beyond that new ones are closed at once
 MAX_CLIENTS_PER_UID = 8           # so that one unprivileged user cannot take them all
-READ_ONLY = frozenset({"status", "ping"})          # anything else needs root
+READ_ONLY = frozenset({"status", "probes", "ping"})          # anything else needs root
 
 
 class ControlError(Exception):

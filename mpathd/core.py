@@ -981,8 +981,21 @@ class Core:
         text = ", ".join(f"{c} {noun + ' ' if i == 0 else ''}{s}" for i, (c, s) in enumerate(items))
         return text + (": " + ", ".join(bad) if bad else "")
 
+    def probes(self, since: int = 0) -> list[dict]:
+        """The finished probes still in the NICs' histories (the last 64 per
+        NIC and family) whose record id is above `since`, in the order they
+        finished: `ipmpctl probes` follows the stream with the last id seen."""
+        now = self.clock()
+        rows = [{"id": r.id, "time": round(r.time - now, 3), "interface": n.name, "family": fam,
+                 "probe": r.seq, "target": r.target, "status": r.status, "rtt_ms": _ms(r.rtt),
+                 "rtt_avg_ms": _ms(r.rtt_avg), "rtt_dev_ms": _ms(r.rtt_dev), "late": r.late}
+                for g in self.groups for n in g.nics for fam, p in n.probers.items()
+                for r in p.records if r.id > since]
+        rows.sort(key=lambda row: row["id"])
+        return rows
+
     def status(self) -> dict:
-        groups, interfaces, addresses, target_rows, probes = [], [], [], [], []
+        groups, interfaces, addresses, target_rows = [], [], [], []
         now = self.clock()
         for g in self.groups:
             groups.append({
@@ -1018,11 +1031,6 @@ class Core:
                         "targets": [str(t.addr) for t in p.active_targets(now)] if p.running else [],
                         "rtt": {str(t.addr): {"avg_ms": _ms(t.rtt.avg), "dev_ms": _ms(t.rtt.dev)}
                                 for t in p.targets if t.rtt.avg is not None}})
-                    for r in p.records:
-                        probes.append({"time": round(r.time - now, 3), "interface": n.name, "family": fam,
-                                       "probe": r.seq, "target": r.target, "status": r.status,
-                                       "rtt_ms": _ms(r.rtt), "rtt_avg_ms": _ms(r.rtt_avg),
-                                       "rtt_dev_ms": _ms(r.rtt_dev), "late": r.late})
             for addr, home in g.home().items():
                 addresses.append({"address": str(addr), "group": g.name, "home": home,
                                   "interface": self.where[addr]})
@@ -1033,7 +1041,6 @@ class Core:
                 "present": True, "offline": False, "mac": n.mac, "probes": {}})
             target_rows.append({"interface": n.name, "family": None, "mode": "disabled",
                                 "testaddr": None, "targets": []})
-        probes.sort(key=lambda r: r["time"])
         return {"groups": groups, "interfaces": interfaces, "addresses": addresses,
-                "targets": target_rows, "probes": probes,
+                "targets": target_rows, "probes": self.probes(),
                 "summary": self.summary()}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from typing import Callable
 
 from . import config, control, metrics
@@ -11,6 +13,9 @@ from .cli import OneLineParser, load_config
 
 Row = dict
 Field = tuple[str, int, Callable[[Row], str]]
+
+FOLLOW_POLL_S = 0.5     # the daemon keeps the last 64 probes per NIC and family: at the
+                        # shortest FDT (100 ms, 14 probes/s) that is 4.5 s, ample for this
 
 
 def _interfaces_cell(g: Row) -> str:
@@ -149,15 +154,22 @@ def _hosts(path: str = "/etc/hosts") -> dict[str, str]:
     return names
 
 
-def _name_addresses(status: dict) -> None:
+def _namer() -> Callable[[str], str] | None:
+    """ADDR or ADDR/PREFIX with the address replaced by its /etc/hosts name."""
     names = _hosts()
     if not names:
-        return
+        return None
 
     def name(addr: str) -> str:
         ip, slash, prefix = addr.partition("/")
         return names.get(ip, ip) + slash + prefix
+    return name
 
+
+def _name_addresses(status: dict) -> None:
+    name = _namer()
+    if name is None:
+        return
     for a in status["addresses"]:
         a["address"] = name(a["address"])
     for t in status["targets"]:
@@ -165,6 +177,48 @@ def _name_addresses(status: dict) -> None:
         t["testaddr"] = t["testaddr"] and name(t["testaddr"])
     for p in status["probes"]:
         p["target"] = name(p["target"])
+
+
+def _follow(args, fields: list[Field], parsable: bool) -> int:
+    """ipmpstat -p: print each probe as it finishes, until interrupted. TIME
+    is when the probe was sent, in seconds since ipmpctl started (negative
+    for a probe sent before). The daemon is asked every FOLLOW_POLL_S for
+    the probes after the last one printed; a restarted daemon (another pid)
+    numbers its probes afresh, and the stream goes on with those."""
+    name = None if args.numeric else _namer()
+    start = time.monotonic()
+    pid, since = None, 0
+    try:
+        while True:
+            reply = control.request(args.control, "probes", since=since)
+            now = time.monotonic() - start
+            rows = reply["probes"]
+            if reply.get("pid") != pid:
+                # the start: print only what finishes from now on; a restarted
+                # daemon: everything it has, at the next turn
+                if pid is None and not parsable and not args.json:
+                    print(render([], fields, False)[0], flush=True)
+                since = rows[-1]["id"] if pid is None and rows else 0
+                pid, rows = reply.get("pid"), []
+            elif rows:
+                since = rows[-1]["id"]
+            for p in rows:
+                p["time"] = round(now + p["time"], 3)
+                if name is not None:
+                    p["target"] = name(p["target"])
+            if rows:
+                lines = ([json.dumps(p) for p in rows] if args.json
+                         else render(rows, fields, parsable)[0 if parsable else 1:])
+                print("\n".join(lines), flush=True)
+            time.sleep(FOLLOW_POLL_S)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:                # | head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # nothing to flush at exit
+        return 0
+    except control.ControlError as e:
+        print(f"ipmpctl: {e}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> OneLineParser:
@@ -185,7 +239,7 @@ def _parser() -> OneLineParser:
                        ("interfaces", "interfaces (ipmpstat -i)"),
                        ("addresses", "data addresses (ipmpstat -a)"),
                        ("targets", "probe targets (ipmpstat -t)"),
-                       ("probes", "recent probes, oldest first (ipmpstat -p)")):
+                       ("probes", "each probe as it finishes, until interrupted (ipmpstat -p)")):
         s = sub.add_parser(name, help=f"show {text}")
         s.add_argument("--json", action="store_true", help="print JSON")
         s.add_argument("-n", dest="numeric", action="store_true",
@@ -194,6 +248,9 @@ def _parser() -> OneLineParser:
             s.add_argument("-o", dest="fields", metavar="FIELD[,FIELD...]", help="fields to show")
             s.add_argument("-P", dest="parsable", action="store_true",
                            help="parsable output (needs -o)")
+        if name == "probes":
+            s.add_argument("--once", action="store_true",
+                           help="print the recent probes (the last 64 per NIC and family) and exit")
     return p
 
 
@@ -244,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = {v: select_fields(v, fields_spec, parsable) for v in views}
     except ValueError as e:
         parser.error(str(e))
+    if args.cmd == "probes" and not args.once:
+        return _follow(args, chosen["probes"], parsable)
     try:
         status = control.request(args.control, "status")
     except control.ControlError as e:

@@ -135,6 +135,11 @@ class Daemon:
             return {}
         if cmd == "status":
             return self.core.status()
+        if cmd == "probes":
+            since = req.get("since", 0)
+            if type(since) is not int or since < 0:
+                raise control.ControlError('probes: "since" must be a record id, an integer >= 0')
+            return {"probes": self.core.probes(since), "pid": os.getpid()}
         if cmd == "reload":
             self.reload()
             return {"summary": self.core.summary()}

@@ -22,6 +22,7 @@ Timing, as in.mpathd (timing.py has the derivations):
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -99,8 +100,12 @@ class Probe(NamedTuple):
     kind: int
 
 
+_RECORD_IDS = itertools.count(1)    # one sequence for the daemon: the cursor of the probe stream
+
+
 class Record(NamedTuple):
     """A finished probe, for the probe view (ipmpstat -p)."""
+    id: int
     time: float
     seq: int
     target: str
@@ -300,7 +305,7 @@ class Prober:
 
     def _record(self, s: Slot) -> None:
         est = s.target.rtt
-        self.records.append(Record(s.sent, s.seq, s.target.text, s.status, s.rtt, est.avg,
+        self.records.append(Record(next(_RECORD_IDS), s.sent, s.seq, s.target.text, s.status, s.rtt, est.avg,
                                    est.dev if est.avg is not None else None, s.late))
 
     # ------------------------------------------------------------ verdict

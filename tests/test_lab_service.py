@@ -76,6 +76,8 @@ def test_any_user_may_look_and_only_root_may_change(make_lab):
     p = as_nobody(*ctl, "status", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["groups"][0]["name"] == "ipmp0"
+    p = as_nobody(*ctl, "probes", "--once", "--json")
+    assert p.returncode == 0 and isinstance(json.loads(p.stdout), list), p.stderr
     for command in (["offline", "eth0"], ["online", "eth0"], ["reload"]):
         p = as_nobody(*ctl, *command)
         assert p.returncode == 1 and f"'{command[0]}' needs root (you are uid 65534)" in p.stderr, p.stderr
@@ -105,6 +107,8 @@ def test_malformed_huge_and_slow_requests_never_stall_probing(make_lab):
     assert ask(b'["status"]\n')["error"] == 'a request is a JSON object with a "cmd" string'
     assert ask(b'{"cmd": "frobnicate"}\n')["error"] == "unknown command 'frobnicate'"
     assert ask(b'{"cmd": "offline"}\n')["error"] == 'offline needs an "interface" string'
+    assert ask(b'{"cmd": "probes", "since": "7"}\n')["error"] == \
+        'probes: "since" must be a record id, an integer >= 0'
     assert "longer than 65536 bytes" in ask(b"x" * 200_000)["error"]
     assert ask(b"[" * 60_000 + b"\n")["error"] == "request is not valid JSON"     # nested too deep
     # more connections than it serves at once: the extra ones are closed, it lives on
@@ -200,3 +204,35 @@ def test_every_system_call_is_allowed_by_the_unit(make_lab, tmp_path):
             used.add(m.group(1))
     assert {"socket", "sendto", "setsockopt"} <= used
     assert used - allowed == set(), f"not allowed by the unit: {sorted(used - allowed)}"
+
+
+def test_probes_stream_as_they_finish_until_interrupted(make_lab):
+    lab = make_lab(nics=2)
+    lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "onlink")
+    d = lab.start_daemon(GROUP, defaults=FDT)
+    wait_for(lambda: probes_sent(d) > 4, what="probing")
+    history = json.loads(d.ctl("probes", "--once", "--json").stdout)
+    seen_before = {i: max(p["probe"] for p in history if p["interface"] == i) for i in ("eth0", "eth1")}
+    follow = lab.spawn("host", [sys.executable, "-m", "mpathd.ctl", "--control", d.control, "probes",
+                                "-P", "-o", "interface,probe,target"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)                                   # ~20 probes per NIC at FDT 1 s
+    follow.send_signal(signal.SIGINT)
+    out, err = follow.communicate(timeout=10)
+    assert follow.returncode == 0 and err == "", err
+    rows = [tuple(line.split(":")) for line in out.splitlines()]
+    assert len(rows) == len(set(rows)), out         # nothing printed twice
+    for nic in ("eth0", "eth1"):
+        seqs = [int(seq) for name, seq, target in rows if name == nic]
+        assert len(seqs) >= 5, out
+        assert seqs[0] > seen_before[nic], out      # only what finished after it started
+        assert seqs == sorted(seqs), out
+    assert {target for _, _, target in rows} == {ROUTER4}
+    # the stream ends with a clear line when the daemon goes away
+    follow = lab.spawn("host", [sys.executable, "-m", "mpathd.ctl", "--control", d.control, "probes"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    assert d.stop() == 0
+    out, err = follow.communicate(timeout=10)
+    assert out.startswith("TIME      INTERFACE   PROBE")
+    assert follow.returncode == 1 and "is it running?" in err, err

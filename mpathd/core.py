@@ -717,7 +717,11 @@ class Core:
         now = self.clock()
         inst = f"(inet{'' if fam == 4 else '6'} {nic.name})"
         user_ms = round(g.user_fdt * 1000)
-        if crtt > g.interval:
+        if crtt > g.interval and self._exception_target(nic.probers[fam], target, g.interval, now):
+            self._log(INFO, f"probe target {target.addr} {inst} is much slower than the other targets "
+                            f"({round(crtt * 1000)} ms); probing the others and keeping the failure "
+                            f"detection time", "target_slow", g.name, nic.name)
+        elif crtt > g.interval:
             g.fdt = crtt * timing.FDT_RAISE_FACTOR * timing.PROBE_INTERVAL_DIVISOR
             g.last_raise = now
             self._set_interval(g)
@@ -736,6 +740,18 @@ class Core:
             self._log(INFO, f"Improved failure detection time {round(g.fdt * 1000)} ms on {inst} "
                             f"for group \"{g.name}\"", "fdt_lowered", g.name, nic.name)
             self._dirty = True
+
+    @staticmethod
+    def _exception_target(p: Prober, target: Target, interval: float, now: float) -> bool:
+        """Drop `target` if it is the one slow target among enough fast ones."""
+        active = p.active_targets(now)
+        if len(active) < timing.EXCEPTION_MIN_TARGETS or not any(t is target for t in active):
+            return False
+        if not all(t.rtt.crtt is not None and t.rtt.crtt <= interval / timing.EXCEPTION_FACTOR
+                   for t in active if t is not target):
+            return False
+        p.drop_target(target, now)
+        return True
 
     def _set_interval(self, g: Group) -> None:
         for m in g.nics:

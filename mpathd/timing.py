@@ -44,6 +44,14 @@ FDT_RAISE_FACTOR = 2
 FDT_LOWER_TRIGGER = 4
 FDT_SETTLING_S = 60.0
 
+# One slow target among fast ones does not raise the FDT (in.mpathd
+# check_exception_target): with at least EXCEPTION_MIN_TARGETS active targets
+# (four: enough that dropping one leaves the three a verdict needs), when
+# every other one's estimate is within the interval / EXCEPTION_FACTOR, the
+# slow one is dropped as a dead target would be and the FDT stays.
+EXCEPTION_MIN_TARGETS = 4
+EXCEPTION_FACTOR = 2
+
 # A probe to a neighbour that is not resolved waits in the kernel's queue
 # while ARP/ND retries every retrans_time_ms (1 s by default); after a silent
 # failure ends, repair would wait for that retry. A group NIC re-resolves at

@@ -42,6 +42,7 @@ class Net:
         self.hosts = [IP(h) for h in hosts]     # answer multicast discovery
         self.broken: dict[str, float] = {}     # ifname -> loss probability
         self.dead_targets: set = set()
+        self.slow: dict = {}                   # target -> its own RTT
         self.replies: list = []                # heap of (time, n, ProbeReply)
         self.n = 0
         self.kernel = {n: set() for n in self.names}
@@ -70,9 +71,10 @@ class Net:
             if r in self.dead_targets:
                 continue
             self.n += 1
-            heapq.heappush(self.replies, (self.now + self.rtt, self.n,
+            rtt = self.slow.get(r, self.rtt)
+            heapq.heappush(self.replies, (self.now + rtt, self.n,
                                           ProbeReply(a.ifname, a.family, r, a.seq, a.nonce, a.kind,
-                                                     self.now + self.rtt)))
+                                                     self.now + rtt)))
 
     def run(self, until: float):
         while True:
@@ -281,6 +283,31 @@ def test_fdt_is_raised_when_rtt_makes_it_unachievable_and_lowered_later():
     net.run(5 + 4 * timing.FDT_SETTLING_S)
     assert net.when('Improved failure detection time') is not None
     assert net.core.status()["groups"][0]["fdt_ms"] == 100
+
+
+def static_targets(n):
+    return GROUP + f"    targets: [{', '.join(f'192.0.2.{k}' for k in range(1, n + 1))}]\n"
+
+
+def test_one_slow_target_among_fast_ones_is_dropped_and_the_fdt_kept():
+    net = Net(yaml=static_targets(4), fdt_ms=1000)     # interval 143 ms
+    net.slow[IP("192.0.2.4")] = 0.5
+    net.run(15)
+    assert net.when("probe target 192.0.2.4 (inet eth0) is much slower than the other targets") is not None
+    assert net.when("Cannot meet requested failure detection time") is None
+    assert net.core.status()["groups"][0]["fdt_ms"] == 1000
+    rows = {t["interface"]: t["targets"] for t in net.core.status()["targets"]}
+    assert rows["eth0"] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+    assert net.when("failure detected") is None
+
+
+def test_a_slow_target_among_too_few_raises_the_fdt():
+    net = Net(yaml=static_targets(3), fdt_ms=1000)
+    net.slow[IP("192.0.2.3")] = 0.5
+    net.run(15)
+    assert net.when("is much slower than the other targets") is None
+    assert net.when("Cannot meet requested failure detection time of 1000 ms") is not None
+    assert net.core.status()["groups"][0]["fdt_ms"] > 1000
 
 
 def test_late_sends_are_counted_and_not_held_against_the_nic():

@@ -701,7 +701,7 @@ class Core:
                     and targets.on_probe_subnet(g.cfg, ev.family, ev.src)):
                 for m in g.nics:                   # discovery is shared by the group
                     q = m.probers.get(ev.family)
-                    if q is not None and q.add_host(ev.src):
+                    if q is not None and q.add_host(ev.src, self.clock()):
                         self._log(INFO, f"probe target {ev.src} found by multicast for {m.name}",
                                   "target_found", g.name, m.name)
         elif p.reply(ev.src, ev.seq, ev.nonce, ev.rx, learn=nic.functioning and g.state != "failed") is not None:
@@ -947,7 +947,7 @@ class Core:
                     for p in probers:
                         if not p.targets:
                             for addr in dict.fromkeys(known):
-                                p.add_host(addr)
+                                p.add_host(addr, self.clock())
 
     def _probe_start_failed(self, act: StartProbing) -> None:
         """No socket: stop, and try again a little later (the address may

@@ -45,6 +45,7 @@ class Daemon:
         self.stopping = False
         self.notifier = Notifier()
         self._refused: list[str] = []
+        self.instance = os.urandom(8).hex()     # tells a restarted daemon from this one
 
     # ----------------------------------------------------------- the loop
 
@@ -139,7 +140,7 @@ class Daemon:
             since = req.get("since", 0)
             if type(since) is not int or since < 0:
                 raise control.ControlError('probes: "since" must be a record id, an integer >= 0')
-            return {"probes": self.core.probes(since), "pid": os.getpid()}
+            return {"probes": self.core.probes(since), "instance": self.instance}
         if cmd == "reload":
             self.reload()
             return {"summary": self.core.summary()}

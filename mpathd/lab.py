@@ -118,7 +118,7 @@ class Daemon:
         raise AssertionError(f"{text!r} not logged within {timeout} s; log:\n{self.log()}")
 
     def wait_probing(self, *nics: str, timeout: float = 10) -> None:
-        """Wait until each NIC has probe targets and its probes answer, so
+        """Wait until each NIC has probe targets and its probe state is ok, so
         that what follows (a repair needing ten answers, say) does not race
         target discovery."""
         def ok() -> bool:

@@ -133,6 +133,8 @@ class Prober:
         self.base: float | None = None
         self.next_send: float | None = None
         self.discovery_nonces: deque[int] = deque(maxlen=4)
+        self.rediscover = False             # a host target was dropped: look for another
+        self.resting_hosts: dict[IP, float] = {}    # dropped hosts -> until when discovery skips them
         self.discoveries_unanswered = 0
         self.no_targets_reported = False
         self.verdict = "unknown"            # ok | failed | unknown (no targets)
@@ -212,7 +214,8 @@ class Prober:
             if late:
                 self.stats["late"] += 1
             out.append(Probe(target.addr, slot.seq, nonce, KIND_UNICAST))
-        if not targets or (len(targets) == 1 and targets[0].kind == "host"):
+        if not targets or (len(targets) == 1 and targets[0].kind == "host") or self.rediscover:
+            self.rediscover = False
             nonce = self.rng.getrandbits(64)
             self.discovery_nonces.append(nonce)
             self.discoveries_unanswered += 1
@@ -250,12 +253,14 @@ class Prober:
         self.no_targets_reported = False
         return True
 
-    def add_host(self, addr: IP) -> bool:
-        """Take a host found by discovery as a target, if there is room and no
-        router or configured target is in use."""
+    def add_host(self, addr: IP, now: float) -> bool:
+        """Take a host found by discovery as a target, if there is room, no
+        router or configured target is in use, and it was not dropped (dead
+        or slow) less than DEAD_TARGET_REST_S ago."""
         if (len(self.targets) >= timing.MAX_PROBE_TARGETS or any(t.addr == addr for t in self.targets)
-                or any(t.kind != "host" for t in self.targets)):
+                or any(t.kind != "host" for t in self.targets) or self.resting_hosts.get(addr, now) > now):
             return False
+        self.resting_hosts.pop(addr, None)
         self.targets.append(Target(addr, "host"))
         self.mode = "multicast"
         return True
@@ -267,12 +272,18 @@ class Prober:
 
         The RTT feeds the estimator only if `learn` (in.mpathd: the NIC works
         and its group has not failed), the sample is below HISTORY intervals,
-        and the probe left after the path was proven by a first answer: the
-        first probes on a fresh path wait for neighbour resolution, and their
-        seconds-long RTTs would raise the FDT for nothing."""
+        the target is not resting (dropped as dead or slow: answers still on
+        their way must not raise the FDT it was dropped to keep), and the
+        probe left after the path was proven by a first answer: the first
+        probes on a fresh path wait for neighbour resolution, and their
+        seconds-long RTTs would raise the FDT for nothing. An answer from a
+        target no longer in the list counts for nothing: its probe was
+        written off when the target went."""
         slot = self.by_seq.get(seq)
         if slot is None or slot.nonce != nonce or slot.target.addr != src or slot.status == ACKED:
             return None
+        if not any(t is slot.target for t in self.targets):
+            return None                     # a forgotten target: its probe was written off
         was_lost = slot.status == LOST
         if was_lost:
             self.stats["lost"] -= 1
@@ -284,7 +295,7 @@ class Prober:
         self.last_ack = rx if self.last_ack is None else max(self.last_ack, rx)
         slot.target.losses = 0
         if (learn and self.proven_at is not None and slot.sent >= self.proven_at
-                and slot.rtt <= self.HISTORY * self.interval):
+                and slot.target.dead_until is None and slot.rtt <= self.HISTORY * self.interval):
             self._sample(slot.target, slot.rtt)
         if self.proven_at is None:
             self.proven_at = rx
@@ -371,11 +382,15 @@ class Prober:
         self._forget_missing_targets()
 
     def drop_target(self, target: Target, now: float) -> None:
-        """A dead target: a host is forgotten (and discovery looks for
-        another); a router or static target rests for a minute."""
+        """A dead or slow target: a host is forgotten for a minute and
+        discovery looks for another; a router or static target rests for a
+        minute."""
         if target.kind == "host":
             self.targets = [t for t in self.targets if t is not target]
             self._forget_missing_targets()
+            self.resting_hosts = {a: u for a, u in self.resting_hosts.items() if u > now}
+            self.resting_hosts[target.addr] = now + timing.DEAD_TARGET_REST_S
+            self.rediscover = True
         else:
             target.dead_until = now + timing.DEAD_TARGET_REST_S
             target.losses = 0

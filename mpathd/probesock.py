@@ -5,8 +5,9 @@ SO_BINDTODEVICE plus bind() to the test address, so that a probe leaves
 through its own NIC even when the routing table prefers another
 (linux-mechanics Q8), TTL/hop limit 1, an ICMP filter that passes only echo
 replies, and kernel receive time stamps. The echo request is built once
-with scapy; each probe patches its sequence number, nonce and time stamp
-into a copy of those bytes. Replies are parsed by offset, never dissected.
+with scapy; each probe patches its sequence number, nonce, time stamp and
+checksum into one buffer kept per socket. Replies are parsed by offset,
+never dissected.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ In order of preference (Solaris IPMP):
 3. otherwise hosts that answer an echo to 224.0.0.1 or ff02::1 (mode
    `multicast`), discovered by the probe engine.
 
+An address of this host is never a target, whatever the source: its echo
+would come back through the host itself and hide a dead NIC.
+
 For IPv4 the probe subnet is that of the group's test addresses. IPv6 probes
 come from link-local addresses, so an IPv6 router target is a link-local
 next hop, or a next hop on one of the group's IPv6 data prefixes.
@@ -40,7 +43,7 @@ def choose(group: GroupConfig, family: int, routes: Iterable[Route],
            own: set[IP]) -> tuple[str, list[IP]]:
     """Return (mode, targets) for one family of a group; an empty list in
     mode 'multicast' means: discover hosts."""
-    static = [t for t in group.targets if t.version == family]
+    static = [t for t in group.targets if t.version == family and t not in own]
     if static:
         return "static", static
     hosts: list[IP] = []

@@ -220,14 +220,15 @@ def test_probes_stream_as_they_finish_until_interrupted(make_lab):
     follow.send_signal(signal.SIGINT)
     out, err = follow.communicate(timeout=10)
     assert follow.returncode == 0 and err == "", err
+    # rows come in the order probes finish; a late answer would add a second
+    # row for its probe, "(lost)" first, so no two rows are the same
     rows = [tuple(line.split(":")) for line in out.splitlines()]
-    assert len(rows) == len(set(rows)), out         # nothing printed twice
+    assert len(rows) == len(set(rows)), out
     for nic in ("eth0", "eth1"):
         seqs = [int(seq) for name, seq, target in rows if name == nic]
-        assert len(seqs) >= 5, out
-        assert seqs[0] > seen_before[nic], out      # only what finished after it started
-        assert seqs == sorted(seqs), out
-    assert {target for _, _, target in rows} == {ROUTER4}
+        assert len(set(seqs)) >= 5, out
+        assert min(seqs) > seen_before[nic], out    # only what finished after it started
+    assert all(target.startswith(ROUTER4) for _, _, target in rows), out
     # the stream ends with a clear line when the daemon goes away
     follow = lab.spawn("host", [sys.executable, "-m", "mpathd.ctl", "--control", d.control, "probes"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

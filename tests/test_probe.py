@@ -289,16 +289,43 @@ def static_targets(n):
     return GROUP + f"    targets: [{', '.join(f'192.0.2.{k}' for k in range(1, n + 1))}]\n"
 
 
-def test_one_slow_target_among_fast_ones_is_dropped_and_the_fdt_kept():
+@pytest.mark.parametrize("slow_rtt", [0.5, 1.2])     # 1.2 s: answers still arrive after the drop
+def test_one_slow_target_among_fast_ones_is_dropped_and_the_fdt_kept(slow_rtt):
     net = Net(yaml=static_targets(4), fdt_ms=1000)     # interval 143 ms
-    net.slow[IP("192.0.2.4")] = 0.5
-    net.run(15)
+    net.slow[IP("192.0.2.4")] = slow_rtt
+    net.run(30)
     assert net.when("probe target 192.0.2.4 (inet eth0) is much slower than the other targets") is not None
     assert net.when("Cannot meet requested failure detection time") is None
     assert net.core.status()["groups"][0]["fdt_ms"] == 1000
     rows = {t["interface"]: t["targets"] for t in net.core.status()["targets"]}
     assert rows["eth0"] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
     assert net.when("failure detected") is None
+    assert all(i["probes"]["lost"] >= 0 for i in net.core.status()["interfaces"])
+
+
+def test_a_slow_host_target_is_dropped_rediscovery_runs_and_it_rests():
+    hosts = ["192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5", "192.0.2.6"]
+    net = Net(routes=(), hosts=hosts, fdt_ms=1000)
+    net.slow[IP("192.0.2.2")] = 1.2
+    p = net.nic("eth0").probers[4]
+    net.run(2)                                   # all five found; the slow one not yet judged
+    assert len(p.targets) == 5
+    discoveries = p.stats["discovery"]
+    net.run(30)
+    assert net.when("probe target 192.0.2.2 (inet eth0) is much slower than the other targets") is not None
+    assert net.core.status()["groups"][0]["fdt_ms"] == 1000
+    assert IP("192.0.2.2") not in [t.addr for t in p.targets]
+    assert len(p.targets) == 4 and p.stats["discovery"] > discoveries   # looked for another
+    assert len([t for t, line in net.log if "192.0.2.2 (inet eth0) is much slower" in line]) == 1
+    assert p.stats["lost"] >= 0
+
+
+def test_an_address_of_this_host_is_never_a_target():
+    yaml = GROUP + "    targets: [192.0.2.11, 192.0.2.1]\n"     # .11 is eth1's test address
+    net = Net(yaml=yaml)
+    net.run(3)
+    rows = {r["interface"]: r["targets"] for r in net.core.status()["targets"]}
+    assert rows == {"eth0": ["192.0.2.1"], "eth1": ["192.0.2.1"]}
 
 
 def test_a_slow_target_among_too_few_raises_the_fdt():

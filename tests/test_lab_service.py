@@ -237,3 +237,24 @@ def test_probes_stream_as_they_finish_until_interrupted(make_lab):
     out, err = follow.communicate(timeout=10)
     assert out.startswith("TIME      INTERFACE   PROBE")
     assert follow.returncode == 1 and "is it running?" in err, err
+
+
+def test_probe_stream_says_how_many_probes_it_could_not_show(make_lab):
+    lab = make_lab(nics=2)
+    lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "onlink")
+    d = lab.start_daemon(GROUP, defaults="FAILURE_DETECTION_TIME=100\n")   # 70 probes/s per NIC
+    wait_for(lambda: probes_sent(d) > 20, what="probing")
+    follow = lab.spawn("host", [sys.executable, "-m", "mpathd.ctl", "--control", d.control, "probes",
+                                "-P", "-o", "interface,probe"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    follow.send_signal(signal.SIGSTOP)              # a stalled reader: the history (64) overflows
+    time.sleep(2)
+    follow.send_signal(signal.SIGCONT)
+    time.sleep(1)
+    follow.send_signal(signal.SIGINT)
+    out, err = follow.communicate(timeout=10)
+    assert follow.returncode == 0, err
+    lines = [x for x in err.splitlines() if "probes not shown: no longer held by mpathd" in x]
+    assert lines and sum(int(x.split()[1]) for x in lines) > 50, err
+    assert len(out.splitlines()) > 100

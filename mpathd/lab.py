@@ -47,6 +47,16 @@ groups:
       eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
 """
 
+# Two NICs and a standby, all probing: the reconfiguration and random tests.
+TRIO_GROUP = """
+groups:
+  ipmp0:
+    interfaces:
+      eth0: {data: [192.0.2.100/24, "2001:db8:1::100/64"], test: [192.0.2.10/24]}
+      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
+      eth2: {standby: true, test: [192.0.2.12/24]}
+"""
+
 _live: list["Lab"] = []
 
 

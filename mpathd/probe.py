@@ -75,6 +75,7 @@ class Target:
     losses: int = 0                 # consecutive losses of its own probes
     dead_until: float | None = None
     text: str = ""                  # str(addr), made once: the probe history names it per probe
+    gone: bool = False              # left the list: answers to its probes count for nothing
 
     def __post_init__(self) -> None:
         self.text = str(self.addr)
@@ -282,7 +283,7 @@ class Prober:
         slot = self.by_seq.get(seq)
         if slot is None or slot.nonce != nonce or slot.target.addr != src or slot.status == ACKED:
             return None
-        if not any(t is slot.target for t in self.targets):
+        if slot.target.gone:
             return None                     # a forgotten target: its probe was written off
         was_lost = slot.status == LOST
         if was_lost:
@@ -402,6 +403,9 @@ class Prober:
 
     def _forget_missing_targets(self) -> None:
         live = {id(t) for t in self.targets}
+        for s in self.slots:                 # a Target object never comes back once it has left
+            if id(s.target) not in live:
+                s.target.gone = True
         for s in self.outstanding:
             if id(s.target) not in live:
                 s.status = LOST

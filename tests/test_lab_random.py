@@ -11,21 +11,13 @@ import random
 import signal
 import time
 
-from mpathd.lab import ROUTER4
+from mpathd.lab import ROUTER4, TRIO_GROUP
 
 NICS = ["eth0", "eth1", "eth2"]
 DEFAULTS = "FAILURE_DETECTION_TIME=300\n"          # probes every ~43 ms, repair in ~0.5 s
 
 CONFIGS = [
-    """
-groups:
-  ipmp0:
-    interfaces:
-      eth0: {data: [192.0.2.100/24, "2001:db8:1::100/64"], test: [192.0.2.10/24]}
-      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
-      eth2: {standby: true, test: [192.0.2.12/24]}
-    data: [192.0.2.200/24]
-""",
+    TRIO_GROUP + "    data: [192.0.2.200/24]\n",
     """
 groups:
   ipmp0:

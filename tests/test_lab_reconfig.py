@@ -6,16 +6,9 @@ import signal
 import sys
 import time
 
-from mpathd.lab import ROUTER4, mac_of, wait_for
+from mpathd.lab import ROUTER4, TRIO_GROUP, mac_of, wait_for
 
-GROUP = """
-groups:
-  ipmp0:
-    interfaces:
-      eth0: {data: [192.0.2.100/24, "2001:db8:1::100/64"], test: [192.0.2.10/24]}
-      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
-      eth2: {standby: true, test: [192.0.2.12/24]}
-"""
+GROUP = TRIO_GROUP
 FDT = "FAILURE_DETECTION_TIME=1000\n"
 
 

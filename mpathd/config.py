@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from . import timing
+from .core import timing
 
 Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address

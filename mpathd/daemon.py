@@ -13,14 +13,14 @@ import sys
 import time
 
 from . import config as configmod
-from . import control
-from .cli import OneLineParser, load_config
-from .core import Core
-from .events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, Log, MoveAddress,
+from .adapters import control
+from .oneline import OneLineParser, load_config
+from .core.machine import Core
+from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, Log, MoveAddress,
                      Offline, Online, PrepareInterface, Refused, ReleaseInterface, RemoveAddress,
                      Resynced, SendProbe, Started, StartProbing, StateChanged, StopProbing, Tick)
-from .log import emit, log, setup
-from .notify import Notifier
+from .adapters.log import emit, log, setup
+from .adapters.notify import Notifier
 
 _TICK = Tick()                   # no fields: one instance serves every turn
 
@@ -29,9 +29,9 @@ class Daemon:
     def __init__(self, cfg: configmod.Config, control_path: str, defaults_path: str, groups_path: str):
         self.paths = (defaults_path, groups_path)
         # scapy is imported here, once, and never on an event.
-        from .announce import Announcer
-        from .kernel import Kernel
-        from .probesock import ProbeSockets
+        from .adapters.announce import Announcer
+        from .adapters.kernel import Kernel
+        from .adapters.probesock import ProbeSockets
         self.kernel = Kernel()
         self.announcer = Announcer()
         self.core = Core(cfg, time.monotonic)

@@ -3,8 +3,11 @@ cable pulled and put back, with `ipmpctl status` at each step."""
 
 import sys
 import time
+from pathlib import Path
 
-from mpathd.lab import ROUTER4, Lab, wait_for
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # lab/ is not installed: the checkout's
+
+from lab import ROUTER4, Lab, wait_for
 
 GROUPS = """\
 groups:

@@ -7,10 +7,10 @@ import textwrap
 
 import pytest
 
-from mpathd import timing
+from mpathd.core import timing
 from mpathd.config import Config, Defaults, parse_groups
-from mpathd.core import Core
-from mpathd.events import (AddAddress, AddressAdded, AddressRemoved, Announce, LinkChanged,
+from mpathd.core.machine import Core
+from mpathd.core.events import (AddAddress, AddressAdded, AddressRemoved, Announce, LinkChanged,
                            LinkInfo, LinkRemoved, Log, MoveAddress, PrepareInterface, RemoveAddress,
                            Started, Tick)
 
@@ -340,7 +340,7 @@ def test_track_all_watches_nics_in_no_group_and_moves_nothing():
 
 
 def reload(lab, yaml, **defaults):
-    from mpathd.events import ConfigReloaded
+    from mpathd.core.events import ConfigReloaded
     cfg = Config(defaults=Defaults(**defaults), groups=parse_groups(textwrap.dedent(yaml), "t"))
     for g in cfg.groups:                         # new NICs already exist in the kernel
         for i in g.interfaces:
@@ -379,7 +379,7 @@ def test_reload_moves_addresses_off_a_nic_that_left():
 
 
 def test_offline_moves_addresses_and_refuses_the_last_usable():
-    from mpathd.events import Offline, Online, Refused
+    from mpathd.core.events import Offline, Online, Refused
     lab = Lab(STANDBY)
     out = lab.do(Offline("eth0"))
     assert lab.holder("192.0.2.100/24") == "eth2"
@@ -419,7 +419,7 @@ def test_start_with_a_data_address_on_a_nic_outside_its_group():
 
 
 def test_reload_with_a_new_test_address_reopens_the_probe_socket():
-    from mpathd.events import StartProbing, StopProbing
+    from mpathd.core.events import StartProbing, StopProbing
     lab = Lab(TWO)
     out = reload(lab, TWO.replace("192.0.2.10/24", "192.0.2.20/24"))
     assert StopProbing("eth0", 4) in out
@@ -471,7 +471,7 @@ def test_with_failback_no_a_nic_that_appears_later_is_used():
 
 
 def test_nics_in_no_group_survive_a_reload():
-    from mpathd.events import ConfigReloaded
+    from mpathd.core.events import ConfigReloaded
     yaml = "groups:\n  g:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n"
     cfg = Config(defaults=Defaults(track_only_groups=False), groups=parse_groups(yaml, "t"))
     core = Core(cfg, lambda: 0.0)

@@ -8,12 +8,12 @@ import textwrap
 
 import pytest
 
-from mpathd import timing
+from mpathd.core import timing
 from mpathd.config import Config, Defaults, parse_groups
-from mpathd.core import Core
-from mpathd.events import (AddAddress, LinkChanged, LinkInfo, Log, MoveAddress, ProbeReply, Route,
+from mpathd.core.machine import Core
+from mpathd.core.events import (AddAddress, LinkChanged, LinkInfo, Log, MoveAddress, ProbeReply, Route,
                            RoutesChanged, SendProbe, Started, Tick)
-from mpathd.probe import KIND_DISCOVERY, Prober, RttEstimator
+from mpathd.core.probe import KIND_DISCOVERY, Prober, RttEstimator
 
 IP = ipaddress.ip_address
 ROUTER = IP("192.0.2.1")
@@ -372,7 +372,7 @@ def test_a_raised_fdt_comes_down_while_a_member_is_failed():
 
 
 def test_a_probe_socket_that_fails_to_open_is_tried_again():
-    from mpathd.events import ActionFailed, StartProbing
+    from mpathd.core.events import ActionFailed, StartProbing
     net = Net()
     p = net.nic("eth0").probers[4]
     assert p.running

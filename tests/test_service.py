@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mpathd import ctl, log, metrics
-from mpathd.events import ERR, Log
+from mpathd.adapters import log
+from mpathd.ctl import ipmpctl as ctl
+from mpathd.ctl import metrics
+from mpathd.core.events import ERR, Log
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "contrib/systemd/mpathd.service"

@@ -23,7 +23,7 @@ from typing import Callable
 from scapy.layers.inet import ICMP
 from scapy.layers.inet6 import IPv6, ICMPv6EchoRequest
 
-from .events import ProbeReply, SendProbe
+from ..core.events import ProbeReply, SendProbe
 
 log = logging.getLogger("mpathd")
 

@@ -19,7 +19,7 @@ import socket
 from scapy.layers.inet6 import IPv6, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr
 from scapy.layers.l2 import ARP, Ether
 
-from .config import Address
+from ..config import Address
 
 
 def frame(mac: str, addr: Address) -> bytes:

@@ -10,7 +10,7 @@ import os
 import sys
 import uuid
 
-from .events import Log
+from ..core.events import Log
 
 log = logging.getLogger("mpathd")
 

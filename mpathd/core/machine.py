@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Callable, Iterable
 
 from . import policy, targets, timing
-from .config import IP, Address, Config, GroupConfig, InterfaceConfig
+from ..config import IP, Address, Config, GroupConfig, InterfaceConfig
 from .detect import LinkWatcher
 from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
                      AddressRemoved, Announce, ConfigReloaded, Event, LinkChanged, LinkInfo,

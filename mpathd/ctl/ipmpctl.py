@@ -8,8 +8,10 @@ import sys
 import time
 from typing import Callable
 
-from . import config, control, metrics
-from .cli import OneLineParser, load_config
+from .. import config
+from ..adapters import control
+from . import metrics
+from ..oneline import OneLineParser, load_config
 
 Row = dict
 Field = tuple[str, int, Callable[[Row], str]]
@@ -325,6 +327,3 @@ def main(argv: list[str] | None = None) -> int:
     print("\n\n".join(blocks))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,8 +24,8 @@ from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_LOOPBACK, IFF_POINTOPOINT, IFF_RUNNING, IFF_UP
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-from .config import Address
-from .events import (AddAddress, AddressAdded, AddressRemoved, Event, LinkChanged, LinkInfo,
+from ..config import Address
+from ..core.events import (AddAddress, AddressAdded, AddressRemoved, Event, LinkChanged, LinkInfo,
                      LinkRemoved, MoveAddress, RemoveAddress, Resynced, Route, RoutesChanged)
 
 log = logging.getLogger("mpathd")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol
 
-from .config import Address
+from ..config import Address
 
 
 class Member(Protocol):

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .config import IP, Address, Config
+from ..config import IP, Address, Config
 
 
 # ------------------------------------------------------------------ events

@@ -34,7 +34,7 @@ class Daemon:
         from .adapters.probesock import ProbeSockets
         self.kernel = Kernel()
         self.announcer = Announcer()
-        self.core = Core(cfg, time.monotonic)
+        self.core = Core(cfg)
         self.sel = selectors.DefaultSelector()
         self.probes = ProbeSockets(lambda sock, cb: self.sel.register(sock, selectors.EVENT_READ, cb),
                                    self.sel.unregister, self.dispatch)
@@ -135,12 +135,12 @@ class Daemon:
         if cmd == "ping":
             return {}
         if cmd == "status":
-            return self.core.status()
+            return self.core.status(time.monotonic())
         if cmd == "probes":
             since = req.get("since", 0)
             if type(since) is not int or since < 0:
                 raise control.ControlError('probes: "since" must be a record id, an integer >= 0')
-            return {"probes": self.core.probes(since), "instance": self.instance}
+            return {"probes": self.core.probes(time.monotonic(), since), "instance": self.instance}
         if cmd == "reload":
             self.reload()
             return {"summary": self.core.summary()}
@@ -162,7 +162,7 @@ class Daemon:
         pending = [event]
         resynced = False
         while pending:
-            failures = [f for action in self.core.handle(pending.pop(0))
+            failures = [f for action in self.core.handle(pending.pop(0), time.monotonic())
                         if (f := self.execute(action)) is not None]
             pending += failures
             if failures and not resynced:

@@ -1,4 +1,4 @@
-"""The sans-I/O core with a fake clock and an in-memory kernel."""
+"""The sans-I/O core with time passed by hand and an in-memory kernel."""
 
 import ipaddress
 import logging
@@ -41,7 +41,7 @@ class Lab:
     def __init__(self, yaml: str, failback: bool = True, present=None, down=(), kernel=None):
         self.now = 0.0
         cfg = Config(defaults=Defaults(failback=failback), groups=parse_groups(textwrap.dedent(yaml), "t"))
-        self.core = Core(cfg, lambda: self.now)
+        self.core = Core(cfg)
         names = [i.name for g in cfg.groups for i in g.interfaces]
         present = names if present is None else present
         self.index = {n: i + 1 for i, n in enumerate(dict.fromkeys([*names, *present]))}
@@ -58,7 +58,7 @@ class Lab:
         return LinkInfo(name, self.index[name], f"02:00:00:00:00:{self.index[name]:02x}", self.running[name])
 
     def do(self, event):
-        actions = self.core.handle(event)
+        actions = self.core.handle(event, self.now)
         for a in actions:
             match a:
                 case AddAddress():
@@ -319,24 +319,23 @@ def test_random_link_events_keep_the_invariant(seed):
 
 def test_track_all_watches_nics_in_no_group_and_moves_nothing():
     yaml = "groups:\n  g:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n"
-    now = [0.0]
     cfg = Config(defaults=Defaults(track_only_groups=False), groups=parse_groups(yaml, "t"))
-    core = Core(cfg, lambda: now[0])
+    core = Core(cfg)
     lo = LinkInfo("lo", 1, None, True, loopback_or_p2p=True)
-    out = core.handle(Started((lo, LinkInfo("eth0", 2, None, True), LinkInfo("eth9", 3, None, True)), ()))
+    out = core.handle(Started((lo, LinkInfo("eth0", 2, None, True), LinkInfo("eth9", 3, None, True)), ()), 0.0)
     assert not any(isinstance(a, PrepareInterface) and a.ifname == "eth9" for a in out)
-    names = {i["name"]: i for i in core.status()["interfaces"]}
+    names = {i["name"]: i for i in core.status(0.0)["interfaces"]}
     assert set(names) == {"eth0", "eth9"} and names["eth9"]["group"] is None
-    out = core.handle(LinkChanged(LinkInfo("eth9", 3, None, False)))
+    out = core.handle(LinkChanged(LinkInfo("eth9", 3, None, False)), 0.0)
     texts = [a.text for a in out if isinstance(a, Log)]
     assert "IP interface failure detected on eth9" in texts
     assert not any(isinstance(a, (MoveAddress, AddAddress, RemoveAddress)) for a in out)
-    out = core.handle(LinkChanged(LinkInfo("eth9", 3, None, True)))
+    out = core.handle(LinkChanged(LinkInfo("eth9", 3, None, True)), 0.0)
     assert "IP interface repair detected on eth9" in [a.text for a in out if isinstance(a, Log)]
     # with the default (yes), NICs in no group are not watched
-    core = Core(Config(groups=cfg.groups), lambda: 0.0)
-    core.handle(Started((LinkInfo("eth0", 2, None, True), LinkInfo("eth9", 3, None, True)), ()))
-    assert [i["name"] for i in core.status()["interfaces"]] == ["eth0"]
+    core = Core(Config(groups=cfg.groups))
+    core.handle(Started((LinkInfo("eth0", 2, None, True), LinkInfo("eth9", 3, None, True)), ()), 0.0)
+    assert [i["name"] for i in core.status(0.0)["interfaces"]] == ["eth0"]
 
 
 def reload(lab, yaml, **defaults):
@@ -383,7 +382,7 @@ def test_offline_moves_addresses_and_refuses_the_last_usable():
     lab = Lab(STANDBY)
     out = lab.do(Offline("eth0"))
     assert lab.holder("192.0.2.100/24") == "eth2"
-    assert lab.core.status()["interfaces"][0]["state"] == "offline"
+    assert lab.core.status(lab.now)["interfaces"][0]["state"] == "offline"
     assert not any(isinstance(a, Refused) for a in out)
     assert Refused("interface eth0 is already offline") in lab.do(Offline("eth0"))
     lab.do(Offline("eth1"))
@@ -474,8 +473,8 @@ def test_nics_in_no_group_survive_a_reload():
     from mpathd.core.events import ConfigReloaded
     yaml = "groups:\n  g:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n"
     cfg = Config(defaults=Defaults(track_only_groups=False), groups=parse_groups(yaml, "t"))
-    core = Core(cfg, lambda: 0.0)
+    core = Core(cfg)
     links = (LinkInfo("eth0", 2, None, True), LinkInfo("eth9", 3, None, True))
-    core.handle(Started(links, ()))
-    core.handle(ConfigReloaded(cfg, links, ()))
-    assert {i["name"] for i in core.status()["interfaces"]} == {"eth0", "eth9"}
+    core.handle(Started(links, ()), 0.0)
+    core.handle(ConfigReloaded(cfg, links, ()), 0.0)
+    assert {i["name"] for i in core.status(0.0)["interfaces"]} == {"eth0", "eth9"}

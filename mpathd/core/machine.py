@@ -1,9 +1,10 @@
 """The sans-I/O core: interface and group state machines and the bookkeeping
 of where every data address is.
 
-Core.handle(event) takes one event (events.py) and returns the actions to
-carry out, in order. It never reads the clock itself: the clock is a
-callable given to the constructor, so tests drive it by hand. The core's
+Core.handle(event, now) takes one event (events.py) and the time it is
+handled at, and returns the actions to carry out, in order. It never reads a
+clock: every decision made for one event sees the same `now`, and tests move
+time by hand. The core's
 belief of where each address is (`where`) is updated as it emits actions;
 adapters report only changes made by others, and failures.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import defaultdict
-from typing import Callable, Iterable
+from typing import Iterable
 
 from . import policy, targets, timing
 from ..config import IP, Address, Config, GroupConfig, InterfaceConfig
@@ -136,8 +137,8 @@ def _family(addr: Address) -> str:
 
 
 class Core:
-    def __init__(self, config: Config, clock: Callable[[], float], rng: random.Random | None = None):
-        self.clock = clock
+    def __init__(self, config: Config, rng: random.Random | None = None):
+        self.now = 0.0                      # the time of the event being handled
         self.rng = rng or random.Random()
         self.routes: tuple = ()
         self.own: set[IP] = set()           # every address of this host: never a probe target
@@ -255,7 +256,8 @@ class Core:
 
     # ------------------------------------------------------------ events
 
-    def handle(self, event: Event) -> list[Action]:
+    def handle(self, event: Event, now: float) -> list[Action]:
+        self.now = now
         self._out = []
         self._dirty = not isinstance(event, (ProbeReply, Tick))
         match event:                                 # the probe path first
@@ -557,7 +559,7 @@ class Core:
             self._check_flapping(nic)
 
     def _check_flapping(self, nic: Nic) -> None:
-        now = self.clock()
+        now = self.now
         if not nic.probing:
             until = nic.link.flap_hold_until(now)
             if until is not None and nic.failed:
@@ -649,7 +651,7 @@ class Core:
                            f"putting it back", "address_restored", group, ifname)
 
     def _tick(self) -> None:
-        now = self.clock()
+        now = self.now
         for nic in [*self.nics.values(), *self.anon.nics]:
             if nic.repair_held_until is not None and now >= nic.repair_held_until:
                 nic.repair_held_until = None
@@ -701,7 +703,7 @@ class Core:
                     and targets.on_probe_subnet(g.cfg, ev.family, ev.src)):
                 for m in g.nics:                   # discovery is shared by the group
                     q = m.probers.get(ev.family)
-                    if q is not None and q.add_host(ev.src, self.clock()):
+                    if q is not None and q.add_host(ev.src, self.now):
                         self._log(INFO, f"probe target {ev.src} found by multicast for {m.name}",
                                   "target_found", g.name, m.name)
         elif p.reply(ev.src, ev.seq, ev.nonce, ev.rx, learn=nic.functioning and g.state != "failed") is not None:
@@ -714,7 +716,7 @@ class Core:
         crtt = target.rtt.crtt
         if crtt is None or (crtt <= g.interval and g.fdt <= g.user_fdt):
             return                              # the common case, on every answer
-        now = self.clock()
+        now = self.now
         inst = f"(inet{'' if fam == 4 else '6'} {nic.name})"
         user_ms = round(g.user_fdt * 1000)
         if crtt > g.interval and self._exception_target(nic.probers[fam], target, g.interval, now):
@@ -775,7 +777,7 @@ class Core:
         if after != "failed" or not nic.functioning:
             return
         tff = min((p.first_loss_time() for p in nic.capable() if p.first_loss_time() is not None),
-                  default=self.clock())
+                  default=self.now)
         for m in g.nics:
             if m is nic or not m.functioning or m.link.state == "down":
                 continue
@@ -947,7 +949,7 @@ class Core:
                     for p in probers:
                         if not p.targets:
                             for addr in dict.fromkeys(known):
-                                p.add_host(addr, self.clock())
+                                p.add_host(addr, self.now)
 
     def _probe_start_failed(self, act: StartProbing) -> None:
         """No socket: stop, and try again a little later (the address may
@@ -956,7 +958,7 @@ class Core:
         p = nic.probers.get(act.family) if nic else None
         if p is not None and p.running:
             p.stop()
-            p.start_after = self.clock() + timing.PROBE_START_RETRY_S
+            p.start_after = self.now + timing.PROBE_START_RETRY_S
 
     def _sync_probing(self, nic: Nic) -> None:
         """Probe while the NIC is present, has carrier, is not offline and
@@ -965,9 +967,9 @@ class Core:
             src = nic.source(fam)
             want = (nic.present and nic.link.state != "down" and not nic.offline and src is not None
                     and (fam == 6 or (nic.name, nic.cfg.test[0]) in self.tests_present))
-            if want and not p.running and p.start_after <= self.clock():
+            if want and not p.running and p.start_after <= self.now:
                 self._out.append(StartProbing(nic.name, fam, nic.index, src))   # type: ignore[arg-type]
-                p.start(self.clock())
+                p.start(self.now)
             elif not want and p.running:
                 self._out.append(StopProbing(nic.name, fam))
                 p.stop()
@@ -997,11 +999,10 @@ class Core:
         text = ", ".join(f"{c} {noun + ' ' if i == 0 else ''}{s}" for i, (c, s) in enumerate(items))
         return text + (": " + ", ".join(bad) if bad else "")
 
-    def probes(self, since: int = 0) -> list[dict]:
+    def probes(self, now: float, since: int = 0) -> list[dict]:
         """The finished probes still in the NICs' histories (the last 64 per
         NIC and family) whose record id is above `since`, in the order they
         finished: `ipmpctl probes` follows the stream with the last id seen."""
-        now = self.clock()
         rows = [{"id": r.id, "time": round(r.time - now, 3), "interface": n.name, "family": fam,
                  "probe": r.seq, "target": r.target, "status": r.status, "rtt_ms": _ms(r.rtt),
                  "rtt_avg_ms": _ms(r.rtt_avg), "rtt_dev_ms": _ms(r.rtt_dev), "late": r.late}
@@ -1010,9 +1011,8 @@ class Core:
         rows.sort(key=lambda row: row["id"])
         return rows
 
-    def status(self) -> dict:
+    def status(self, now: float) -> dict:
         groups, interfaces, addresses, target_rows = [], [], [], []
-        now = self.clock()
         for g in self.groups:
             groups.append({
                 "name": g.name, "state": g.state, "fdt_ms": round(g.fdt * 1000),
@@ -1058,5 +1058,5 @@ class Core:
             target_rows.append({"interface": n.name, "family": None, "mode": "disabled",
                                 "testaddr": None, "targets": []})
         return {"groups": groups, "interfaces": interfaces, "addresses": addresses,
-                "targets": target_rows, "probes": self.probes(),
+                "targets": target_rows, "probes": self.probes(now),
                 "summary": self.summary()}

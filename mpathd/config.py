@@ -67,16 +67,6 @@ class Config:
     groups: tuple[GroupConfig, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
-    def interface(self, name: str) -> InterfaceConfig | None:
-        for g in self.groups:
-            for i in g.interfaces:
-                if i.name == name:
-                    return i
-        return None
-
-    def group(self, name: str) -> GroupConfig | None:
-        return next((g for g in self.groups if g.name == name), None)
-
 
 # --------------------------------------------------------------------------
 # /etc/default/mpathd

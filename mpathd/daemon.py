@@ -39,7 +39,14 @@ class Daemon:
         self.probes = ProbeSockets(lambda sock, cb: self.sel.register(sock, selectors.EVENT_READ, cb),
                                    self.sel.unregister, self.dispatch)
         self.sel.register(self.kernel, selectors.EVENT_READ, self._netlink)
-        self.control = control.ControlServer(control_path, self._request, self.sel)
+        self.control = control.ControlServer(control_path, {
+            "ping": control.Command(lambda req, peer: {}, read_only=True),
+            "status": control.Command(lambda req, peer: self.core.status(time.monotonic()), read_only=True),
+            "probes": control.Command(self._probes, read_only=True),
+            "reload": control.Command(self._reload, read_only=False),
+            "offline": control.Command(self._offline_online, read_only=False),
+            "online": control.Command(self._offline_online, read_only=False),
+        }, self.sel)
         self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.sel.register(self._signal_r, selectors.EVENT_READ, self._signals)
         self.stopping = False
@@ -130,31 +137,28 @@ class Daemon:
         for event in self.kernel.read():
             self.dispatch(event)
 
-    def _request(self, req: dict, peer: control.Peer) -> dict:
-        cmd = req["cmd"]
-        if cmd == "ping":
-            return {}
-        if cmd == "status":
-            return self.core.status(time.monotonic())
-        if cmd == "probes":
-            since = req.get("since", 0)
-            if type(since) is not int or since < 0:
-                raise control.ControlError('probes: "since" must be a record id, an integer >= 0')
-            return {"probes": self.core.probes(time.monotonic(), since), "instance": self.instance}
-        if cmd == "reload":
-            self.reload()
-            return {"summary": self.core.summary()}
-        if cmd in ("offline", "online"):
-            ifname = req.get("interface")
-            if not isinstance(ifname, str) or not ifname:
-                raise control.ControlError(f'{cmd} needs an "interface" string')
-            self._refused = []
-            self.dispatch(Offline(ifname, bool(req.get("force"))) if cmd == "offline" else Online(ifname))
-            if self._refused:
-                log.error("refused %s %s: %s", cmd, ifname, self._refused[0])
-                raise control.ControlError(self._refused[0])
-            return {"summary": self.core.summary()}
-        raise control.ControlError(f"unknown command {cmd!r}")
+    # ------------------------------------------------- control requests
+
+    def _probes(self, req: dict, peer: control.Peer) -> dict:
+        since = req.get("since", 0)
+        if type(since) is not int or since < 0:
+            raise control.ControlError('probes: "since" must be a record id, an integer >= 0')
+        return {"probes": self.core.probes(time.monotonic(), since), "instance": self.instance}
+
+    def _reload(self, req: dict, peer: control.Peer) -> dict:
+        self.reload()
+        return {"summary": self.core.summary()}
+
+    def _offline_online(self, req: dict, peer: control.Peer) -> dict:
+        cmd, ifname = req["cmd"], req.get("interface")
+        if not isinstance(ifname, str) or not ifname:
+            raise control.ControlError(f'{cmd} needs an "interface" string')
+        self._refused = []
+        self.dispatch(Offline(ifname, bool(req.get("force"))) if cmd == "offline" else Online(ifname))
+        if self._refused:
+            log.error("refused %s %s: %s", cmd, ifname, self._refused[0])
+            raise control.ControlError(self._refused[0])
+        return {"summary": self.core.summary()}
 
     # --------------------------------------------------------- the actions
 

@@ -116,7 +116,7 @@ class Group:
 
     @property
     def interval(self) -> float:
-        return self.fdt / timing.PROBE_INTERVAL_DIVISOR
+        return timing.probe_interval(self.fdt)
 
     def home(self) -> dict[Address, str | None]:
         out: dict[Address, str | None] = {}
@@ -1000,8 +1000,8 @@ class Core:
         return text + (": " + ", ".join(bad) if bad else "")
 
     def probes(self, now: float, since: int = 0) -> list[dict]:
-        """The finished probes still in the NICs' histories (the last 64 per
-        NIC and family) whose record id is above `since`, in the order they
+        """The finished probes still in the NICs' histories (the last
+        timing.PROBE_RECORDS per NIC and family) whose record id is above `since`, in the order they
         finished: `ipmpctl probes` follows the stream with the last id seen."""
         rows = [{"id": r.id, "time": round(r.time - now, 3), "interface": n.name, "family": fam,
                  "probe": r.seq, "target": r.target, "status": r.status, "rtt_ms": _ms(r.rtt),

@@ -28,12 +28,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ..config import IP
 from . import timing
 
 UNACKED, ACKED, LOST = "unacked", "acked", "lost"
 KIND_UNICAST, KIND_DISCOVERY = 1, 2
-
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class RttEstimator:
@@ -142,7 +141,7 @@ class Prober:
         self.last_ack: float | None = None
         self.proven_at: float | None = None     # first answer since (re)start
         self.start_after = 0.0                  # when a failed start may be tried again
-        self.records: deque[Record] = deque(maxlen=64)
+        self.records: deque[Record] = deque(maxlen=timing.PROBE_RECORDS)
         self.stats = {"sent": 0, "acked": 0, "lost": 0, "late": 0, "missed": 0, "discovery": 0}
 
     # ------------------------------------------------------------ schedule

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mpathd.adapters import log
 from mpathd.ctl import ipmpctl as ctl
 from mpathd.ctl import metrics
+from mpathd.core.catalogue import Kind
 from mpathd.core.events import ERR, Log
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,11 +133,19 @@ def test_journal_entries_carry_structured_fields():
     handler = Capture()
     log.log.addHandler(handler)
     try:
-        log.emit(Log(ERR, "IP interface failure detected on eth0 of group ipmp0", "failure", "ipmp0", "eth0"))
+        log.emit(Log(ERR, "IP interface failure detected on eth0 of group ipmp0", Kind.FAILURE, "ipmp0", "eth0"))
     finally:
         log.log.removeHandler(handler)
     (r,) = records
     assert r.getMessage() == "IP interface failure detected on eth0 of group ipmp0"
     assert (r.MPATHD_GROUP, r.MPATHD_INTERFACE, r.MPATHD_EVENT) == ("ipmp0", "eth0", "failure")
-    assert r.MESSAGE_ID == log.message_id("failure") and len(r.MESSAGE_ID) == 32
-    assert log.message_id("failure") != log.message_id("repair")
+    assert r.MESSAGE_ID == Kind.FAILURE.message_id and len(r.MESSAGE_ID) == 32
+    assert Kind.FAILURE.message_id != Kind.REPAIR.message_id
+
+
+def test_man_page_lists_the_event_catalogue():
+    """mpathd(8) names every MPATHD_EVENT kind with its MESSAGE_ID, and
+    nothing else: the IDs operators filter on cannot drift from the code."""
+    page = (ROOT / "man/man8/mpathd.8").read_text()
+    listed = re.findall(r'^\.BI (\S+) " ([0-9a-f]{32})"$', page, re.M)
+    assert listed == [(k.value, k.message_id) for k in Kind]

@@ -17,6 +17,7 @@ from collections import defaultdict
 from typing import Iterable
 
 from . import policy, targets, timing
+from .catalogue import Kind
 from ..config import IP, Address, Config, GroupConfig, InterfaceConfig
 from .detect import LinkWatcher
 from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
@@ -211,7 +212,7 @@ class Core:
         self.own = set(self.configured)
         self._stranded: set[Address] = set()
 
-    def _log(self, level: int, text: str, kind: str, group: str | None = None,
+    def _log(self, level: int, text: str, kind: Kind, group: str | None = None,
              ifname: str | None = None) -> None:
         self._out.append(Log(level, text, kind, group, ifname))
 
@@ -280,7 +281,7 @@ class Core:
             case RoutesChanged():
                 self.routes = event.routes
             case ActionFailed():
-                self._log(ERR, f"could not carry out {event.action}: {event.error}", "action_failed")
+                self._log(ERR, f"could not carry out {event.action}: {event.error}", Kind.ACTION_FAILED)
                 if isinstance(event.action, StartProbing):
                     self._probe_start_failed(event.action)
             case ConfigReloaded():
@@ -367,7 +368,7 @@ class Core:
                     # as if it had just been created (Solaris re-plumbs it)
                     policy.transition_to_running(g.nics, nic, repair=False, failback=new.defaults.failback)
             policy.ensure_one_active(g.nics)
-        self._log(INFO, "configuration reloaded: " + ("; ".join(changes) or "no changes"), "reload")
+        self._log(INFO, "configuration reloaded: " + ("; ".join(changes) or "no changes"), Kind.RELOAD)
 
     # ------------------------------------------------------- operator requests
 
@@ -389,7 +390,7 @@ class Core:
         if was_active:
             policy.activate_another(g.nics, nic)
         self._log(ERR, f"IP interface {ifname} of group {g.name} taken offline"
-                       + (" (forced: it was the last usable one)" if force else ""), "offline", g.name, ifname)
+                       + (" (forced: it was the last usable one)" if force else ""), Kind.OFFLINE, g.name, ifname)
 
     def _online(self, ifname: str) -> None:
         nic = self.nics.get(ifname)
@@ -401,7 +402,7 @@ class Core:
             return
         g = self.group_of(nic)
         nic.admin_offline = False
-        self._log(ERR, f"IP interface {ifname} of group {g.name} brought online", "online", g.name, ifname)
+        self._log(ERR, f"IP interface {ifname} of group {g.name} brought online", Kind.ONLINE, g.name, ifname)
         if nic.functioning:
             policy.transition_to_running(g.nics, nic, repair=False, failback=self.config.defaults.failback)
 
@@ -419,11 +420,11 @@ class Core:
                 if was_active:
                     policy.activate_another(g.nics, nic)
                 self._log(ERR, f"IP interface {nic.name} has a hardware address which is not unique in "
-                               f"group {g.name}; offlining", "hwaddr_duplicate", g.name, nic.name)
+                               f"group {g.name}; offlining", Kind.HWADDR_DUPLICATE, g.name, nic.name)
             elif not dup and nic.hwaddrdup:
                 nic.hwaddrdup = False
                 self._log(ERR, f"IP interface {nic.name} now has a unique hardware address in group "
-                               f"{g.name}; onlining", "hwaddr_unique", g.name, nic.name)
+                               f"{g.name}; onlining", Kind.HWADDR_UNIQUE, g.name, nic.name)
                 if nic.functioning:
                     policy.transition_to_running(g.nics, nic, repair=False,
                                                  failback=self.config.defaults.failback)
@@ -440,9 +441,9 @@ class Core:
             # A missing NIC is reported when its addresses are placed.
             if nic.present and not self._works(nic):
                 g = self.group_of(nic)
-                self._log(ERR, f"The link has gone down on {nic.name}", "link_down", g.name or None, nic.name)
+                self._log(ERR, f"The link has gone down on {nic.name}", Kind.LINK_DOWN, g.name or None, nic.name)
                 self._log(ERR, f"IP interface failure detected on {nic.name}{self._of(g)}",
-                          "failure", g.name or None, nic.name)
+ Kind.FAILURE, g.name or None, nic.name)
             nic.failed = not self._works(nic)
         failback = self.config.defaults.failback
         for g in self.groups:
@@ -546,16 +547,16 @@ class Core:
         appeared = not nic.present or nic.index != link.index
         if appeared:
             self._log(INFO, f"IP interface {nic.name}{self._of(g)} is present (index {link.index})",
-                      "nic_added", group, nic.name)
+ Kind.NIC_ADDED, group, nic.name)
         if appeared and self.started and nic.failed:
             nic.fresh = True
         change = self._attach(nic, link)
         if change == "down":
-            self._log(ERR, f"The link has gone down on {nic.name}", "link_down", group, nic.name)
+            self._log(ERR, f"The link has gone down on {nic.name}", Kind.LINK_DOWN, group, nic.name)
             for p in nic.probers.values():
                 p.require_repair()            # repair needs fresh answers after the link returns
         elif change == "up":
-            self._log(ERR, f"The link has come up on {nic.name}", "link_up", group, nic.name)
+            self._log(ERR, f"The link has come up on {nic.name}", Kind.LINK_UP, group, nic.name)
             self._check_flapping(nic)
 
     def _check_flapping(self, nic: Nic) -> None:
@@ -566,7 +567,7 @@ class Core:
                 nic.repair_held_until = until
                 self._log(ERR, f"The link has come up on {nic.name} more than "
                                f"{timing.LINK_UP_PERMIN} times in the last minute; disabling repair "
-                               f"until it stabilizes", "flapping", self.group_of(nic).name or None, nic.name)
+                               f"until it stabilizes", Kind.FLAPPING, self.group_of(nic).name or None, nic.name)
         nic.link.record_up(now)
 
     def _link_removed(self, name: str, index: int) -> None:
@@ -575,7 +576,7 @@ class Core:
             return
         g = self.group_of(nic)
         self._log(ERR, f"IP interface {nic.name}{self._of(g)} has been removed from kernel",
-                  "nic_removed", g.name or None, nic.name)
+ Kind.NIC_REMOVED, g.name or None, nic.name)
         if g is self.anon:
             self.anon.nics.remove(nic)
             return
@@ -586,7 +587,7 @@ class Core:
         changed, or someone added it by hand): replace it."""
         group = self.addr_group[addr].name
         self._log(WARNING, f"{kaddr} on {ifname} has not the configured prefix of {addr}; replacing it",
-                  "wrong_prefix", group, ifname)
+ Kind.WRONG_PREFIX, group, ifname)
         self._out.append(RemoveAddress(ifname, kaddr))
 
     def _note_local(self, ifname: str, kaddr: Address, present: bool) -> None:
@@ -628,7 +629,7 @@ class Core:
     def _remove_duplicate(self, addr: Address, ifname: str, holder: str | None) -> None:
         group = self.addr_group[addr].name
         self._log(WARNING, f"data address {addr} appeared on {ifname} while {holder} holds it; "
-                           f"removing it from {ifname}", "duplicate_removed", group, ifname)
+                           f"removing it from {ifname}", Kind.DUPLICATE_REMOVED, group, ifname)
         self._out.append(RemoveAddress(ifname, addr))
 
     def _address_removed(self, ifname: str, kaddr: Address) -> None:
@@ -639,7 +640,7 @@ class Core:
                 if t.ip == kaddr.ip and (ifname, t) in self.tests_present:
                     self.tests_present.discard((ifname, t))
                     self._log(WARNING, f"test address {t} was removed from {ifname} by another "
-                                       f"program; putting it back", "address_restored",
+                                       f"program; putting it back", Kind.ADDRESS_RESTORED,
                               self.group_of(nic).name, ifname)
                     return
         addr = self._managed(kaddr)
@@ -648,7 +649,7 @@ class Core:
         self.where[addr] = None
         group = self.addr_group[addr].name
         self._log(WARNING, f"data address {addr} was removed from {ifname} by another program; "
-                           f"putting it back", "address_restored", group, ifname)
+                           f"putting it back", Kind.ADDRESS_RESTORED, group, ifname)
 
     def _tick(self) -> None:
         now = self.now
@@ -677,11 +678,11 @@ class Core:
         for t in p.expire(now):
             p.drop_target(t, now)
             self._log(INFO, f"probe target {t.addr} {inst()} stopped answering while others answer; "
-                            f"probing the others", "target_dead", g.name, nic.name)
+                            f"probing the others", Kind.TARGET_DEAD, g.name, nic.name)
         probes, missed = p.due(now)
         if missed:
             self._log(INFO, f"missed sending {missed} probes {inst()}: mpathd was not scheduled "
-                            f"in time", "probes_missed", g.name, nic.name)
+                            f"in time", Kind.PROBES_MISSED, g.name, nic.name)
         for pr in probes:
             self._out.append(SendProbe(nic.name, fam, pr.dst, pr.seq, pr.nonce, pr.kind))
         if (not p.targets and p.discoveries_unanswered >= timing.NUM_PROBE_FAILS
@@ -690,7 +691,7 @@ class Core:
             self._log(ERR, f"No probe targets found {inst()}: nothing answered an echo to "
                            f"{'224.0.0.1' if fam == 4 else 'ff02::1'}; probe-based failure detection "
                            f"is not possible on {nic.name} until a target is configured or answers",
-                      "no_targets", g.name, nic.name)
+ Kind.NO_TARGETS, g.name, nic.name)
 
     def _probe_reply(self, ev: ProbeReply) -> None:
         nic = self.nics.get(ev.ifname)
@@ -705,7 +706,7 @@ class Core:
                     q = m.probers.get(ev.family)
                     if q is not None and q.add_host(ev.src, self.now):
                         self._log(INFO, f"probe target {ev.src} found by multicast for {m.name}",
-                                  "target_found", g.name, m.name)
+ Kind.TARGET_FOUND, g.name, m.name)
         elif p.reply(ev.src, ev.seq, ev.nonce, ev.rx, learn=nic.functioning and g.state != "failed") is not None:
             self._adapt_fdt(g, nic, ev.family, p.by_seq[ev.seq].target)
         self._judge(g, nic)
@@ -722,14 +723,14 @@ class Core:
         if crtt > g.interval and self._exception_target(nic.probers[fam], target, g.interval, now):
             self._log(INFO, f"probe target {target.addr} {inst} is much slower than the other targets "
                             f"({round(crtt * 1000)} ms); probing the others and keeping the failure "
-                            f"detection time", "target_slow", g.name, nic.name)
+                            f"detection time", Kind.TARGET_SLOW, g.name, nic.name)
         elif crtt > g.interval:
             g.fdt = crtt * timing.FDT_RAISE_FACTOR * timing.PROBE_INTERVAL_DIVISOR
             g.last_raise = now
             self._set_interval(g)
             self._log(INFO, f"Cannot meet requested failure detection time of {user_ms} ms on {inst} "
                             f"new failure detection time for group \"{g.name}\" is "
-                            f"{round(g.fdt * 1000)} ms", "fdt_raised", g.name, nic.name)
+                            f"{round(g.fdt * 1000)} ms", Kind.FDT_RAISED, g.name, nic.name)
             self._dirty = True
         elif (g.fdt > g.user_fdt and g.last_raise is not None
               and now - g.last_raise > timing.FDT_SETTLING_S
@@ -740,7 +741,7 @@ class Core:
             g.last_raise = now if g.fdt > g.user_fdt else None
             self._set_interval(g)
             self._log(INFO, f"Improved failure detection time {round(g.fdt * 1000)} ms on {inst} "
-                            f"for group \"{g.name}\"", "fdt_lowered", g.name, nic.name)
+                            f"for group \"{g.name}\"", Kind.FDT_LOWERED, g.name, nic.name)
             self._dirty = True
 
     @staticmethod
@@ -806,7 +807,7 @@ class Core:
                     if not nic.fresh:
                         nic.counts["repairs"] += 1
                         self._log(ERR, f"IP interface repair detected on {nic.name}{self._of(g)}",
-                                  "repair", g.name or None, nic.name)
+ Kind.REPAIR, g.name or None, nic.name)
                     if not nic.offline and g is not self.anon:
                         # a NIC that appeared is created, not repaired: FAILBACK=no does not apply
                         policy.transition_to_running(g.nics, nic, repair=not nic.fresh, failback=failback)
@@ -816,7 +817,7 @@ class Core:
                     nic.failed, nic.inactive = True, False
                     nic.counts["failures"] += 1
                     self._log(ERR, f"IP interface failure detected on {nic.name}{self._of(g)}",
-                              "failure", g.name or None, nic.name)
+ Kind.FAILURE, g.name or None, nic.name)
                     if was_active:
                         policy.activate_another(g.nics, nic)
             if g is self.anon:
@@ -860,15 +861,15 @@ class Core:
                 self._log_restored(g, dst, addrs)
             elif all(home[a] == dst for a in addrs) and not self._broken(src):
                 g.counts["failbacks"] += 1
-                self._log(ERR, f"Successfully failed back to NIC {dst} ({listing})", "failback",
+                self._log(ERR, f"Successfully failed back to NIC {dst} ({listing})", Kind.FAILBACK,
                           g.name, dst)
             elif self._broken(src):
                 g.counts["failovers"] += 1
                 self._log(ERR, f"Successfully failed over from NIC {src} to NIC {dst} ({listing})",
-                          "failover", g.name, src)
+ Kind.FAILOVER, g.name, src)
             else:
                 self._log(INFO, f"moved {listing} from NIC {src} to NIC {dst}: "
-                                f"{self._why_leaving(src, g)}", "moved", g.name, dst)
+                                f"{self._why_leaving(src, g)}", Kind.MOVED, g.name, dst)
         newly = [a for a in stranded if a not in self._stranded]
         self._stranded = (self._stranded - set(home)) | set(stranded)
         by_family: dict[str, list[str]] = defaultdict(list)
@@ -878,7 +879,7 @@ class Core:
                 by_family[_family(a)].append(entry)
         for fam, entries in by_family.items():
             self._log(ERR, f"moving addresses from missing {fam} interfaces: {', '.join(entries)}",
-                      "missing_stranded", g.name)
+ Kind.MISSING_STRANDED, g.name)
 
     def _broken(self, ifname: str) -> bool:
         """Is this NIC failed? (A NIC that left every group is not.)"""
@@ -911,10 +912,10 @@ class Core:
                 plain.append(a)
         for fam, entries in by_family.items():
             self._log(ERR, f"moving addresses from missing {fam} interfaces: {', '.join(entries)}",
-                      "missing_moved", g.name, dst)
+ Kind.MISSING_MOVED, g.name, dst)
         if plain:
             self._log(INFO, f"data address {', '.join(str(a) for a in plain)} placed on NIC {dst}",
-                      "address_placed", g.name, dst)
+ Kind.ADDRESS_PLACED, g.name, dst)
 
     def _refresh_group_state(self, g: Group) -> None:
         state = policy.group_state(g.nics)
@@ -923,12 +924,12 @@ class Core:
         g.state = state
         if state == "failed" and not g.unusable_logged:
             g.unusable_logged = True
-            self._log(ERR, f"All IP interfaces in group {g.name} are now unusable", "group_failed", g.name)
+            self._log(ERR, f"All IP interfaces in group {g.name} are now unusable", Kind.GROUP_FAILED, g.name)
         elif state != "failed" and g.unusable_logged:
             g.unusable_logged = False
             usable = [n for n in g.nics if n.functioning]
             self._log(ERR, f"At least 1 IP interface ({usable[-1].name}) in group {g.name} is now usable",
-                      "group_usable", g.name, usable[-1].name)
+ Kind.GROUP_USABLE, g.name, usable[-1].name)
 
     def _assign_targets(self) -> None:
         for g in self.groups:

@@ -16,6 +16,7 @@ from . import config as configmod
 from .adapters import control
 from .oneline import OneLineParser, load_config
 from .core.machine import Core
+from .core.reports import probes, status, summary
 from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, Log, MoveAddress,
                      Offline, Online, PrepareInterface, Refused, ReleaseInterface, RemoveAddress,
                      Resynced, SendProbe, Started, StartProbing, StateChanged, StopProbing, Tick)
@@ -41,7 +42,7 @@ class Daemon:
         self.sel.register(self.kernel, selectors.EVENT_READ, self._netlink)
         self.control = control.ControlServer(control_path, {
             "ping": control.Command(lambda req, peer: {}, read_only=True),
-            "status": control.Command(lambda req, peer: self.core.status(time.monotonic()), read_only=True),
+            "status": control.Command(lambda req, peer: status(self.core, time.monotonic()), read_only=True),
             "probes": control.Command(self._probes, read_only=True),
             "reload": control.Command(self._reload, read_only=False),
             "offline": control.Command(self._offline_online, read_only=False),
@@ -69,8 +70,8 @@ class Daemon:
         # again and again as probes allocate.
         gc.collect()
         gc.freeze()
-        log.info("mpathd ready: %s", self.core.summary())
-        self.notifier.ready(self.core.summary())
+        log.info("mpathd ready: %s", summary(self.core.groups))
+        self.notifier.ready(summary(self.core.groups))
         try:
             while not self.stopping:
                 # The core's deadline is read once a turn: whatever the
@@ -123,12 +124,12 @@ class Daemon:
             cfg = configmod.load(*self.paths)
         except configmod.ConfigError as e:
             log.error("reload refused, the running configuration stays: %s", e)
-            self.notifier.ready(self.core.summary())
+            self.notifier.ready(summary(self.core.groups))
             raise control.ControlError(f"reload refused: {e}") from None
         for warning in cfg.warnings:
             log.warning("%s", warning)
         self.dispatch(ConfigReloaded(cfg, *self.kernel.snapshot()))
-        self.notifier.ready(self.core.summary())
+        self.notifier.ready(summary(self.core.groups))
 
     def _tick(self) -> None:
         self.dispatch(_TICK)
@@ -143,11 +144,11 @@ class Daemon:
         since = req.get("since", 0)
         if type(since) is not int or since < 0:
             raise control.ControlError('probes: "since" must be a record id, an integer >= 0')
-        return {"probes": self.core.probes(time.monotonic(), since), "instance": self.instance}
+        return {"probes": probes(self.core, time.monotonic(), since), "instance": self.instance}
 
     def _reload(self, req: dict, peer: control.Peer) -> dict:
         self.reload()
-        return {"summary": self.core.summary()}
+        return {"summary": summary(self.core.groups)}
 
     def _offline_online(self, req: dict, peer: control.Peer) -> dict:
         cmd, ifname = req["cmd"], req.get("interface")
@@ -158,7 +159,7 @@ class Daemon:
         if self._refused:
             log.error("refused %s %s: %s", cmd, ifname, self._refused[0])
             raise control.ControlError(self._refused[0])
-        return {"summary": self.core.summary()}
+        return {"summary": summary(self.core.groups)}
 
     # --------------------------------------------------------- the actions
 

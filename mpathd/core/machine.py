@@ -1,12 +1,34 @@
-"""The sans-I/O core: interface and group state machines and the bookkeeping
-of where every data address is.
+"""The Core state machine: NICs and groups, what their watchers' verdicts
+mean, and where every data address goes.
 
 Core.handle(event, now) takes one event (events.py) and the time it is
 handled at, and returns the actions to carry out, in order. It never reads a
-clock: every decision made for one event sees the same `now`, and tests move
-time by hand. The core's
-belief of where each address is (`where`) is updated as it emits actions;
-adapters report only changes made by others, and failures.
+clock: every decision made for one event sees the same `now`.
+
+A NIC's state (states.NicState) follows from its health verdict
+(detect.Health.works: carrier, probes, flap damping), from the operator and
+from its MAC. The transitions, all made in this file:
+
+    from            event                                   to          where
+    --------------  --------------------------------------  ----------  -----------------
+    (start)         present and works                       OK/UNKNOWN  _start
+    (start)         missing, or does not work               FAILED      _start
+    OK, UNKNOWN     verdict: does not work (carrier lost,   FAILED      _settle: failure
+                    removed, probes failed, flap held)
+    FAILED          verdict: works again                    OK/UNKNOWN  _settle: repair
+    OK              no probe target answers any more        UNKNOWN     (verdict, derived)
+    any             ipmpctl offline, or a duplicate MAC     OFFLINE     _offline, _check_hwaddrs
+    OFFLINE         ipmpctl online, or a unique MAC again   as verdict  _online, _check_hwaddrs
+
+INACTIVE is not a state but a flag on a functioning NIC: kept out of use
+(a standby, or FAILBACK=no). policy.py sets and clears it on every
+transition above. A group (states.GroupState) is OK while every member
+functions, DEGRADED while some do, FAILED while none does
+(_refresh_group_state logs the edges into and out of FAILED once).
+
+A failover is decided in _settle: the verdict of a NIC turns to "does not
+work", policy.activate_another picks a standby, and _place moves the
+addresses (policy.place) and logs the move.
 """
 
 from __future__ import annotations
@@ -16,17 +38,19 @@ import random
 from collections import defaultdict
 from typing import Iterable
 
-from . import policy, targets, timing
-from .catalogue import Kind
 from ..config import IP, Address, Config, GroupConfig, InterfaceConfig
-from .detect import LinkWatcher
-from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
+from . import detect, policy, targets, timing
+from .catalogue import Kind
+from .detect import Fdt, Health, LinkWatcher
+from .ledger import Ledger
+from .events import (ERR, INFO, Action, ActionFailed, AddAddress, AddressAdded,
                      AddressRemoved, Announce, ConfigReloaded, Event, LinkChanged, LinkInfo,
                      LinkRemoved, Log, MoveAddress, Offline, Online, PrepareInterface, ProbeReply,
-                     Refused, ReleaseInterface,
-                     RemoveAddress, Resynced, RoutesChanged, SendProbe, Started, StartProbing,
-                     StateChanged, StopProbing, Tick)
-from .probe import KIND_DISCOVERY, Prober, Target
+                     Refused, ReleaseInterface, RemoveAddress, Resynced, RoutesChanged, SendProbe,
+                     Started, StartProbing, StateChanged, StopProbing, Tick)
+from .probe import KIND_DISCOVERY, Prober
+from .reports import summary
+from .states import GroupState, LinkState, NicState, ProbeState
 
 
 class Nic:
@@ -38,16 +62,13 @@ class Nic:
         self.standby = cfg.standby
         self.index: int | None = None
         self.mac: str | None = None
-        self.link = LinkWatcher()
-        self.failed = False          # the verdicts say it does not pass traffic
+        self.health = Health()
+        self.failed = False          # the verdict says it does not pass traffic
         self.admin_offline = False   # taken out of service by the operator
         self.hwaddrdup = False       # offlined: its MAC is another member's
         self.inactive = False        # functioning but kept out of use (standby, FAILBACK=no)
-        self.repair_held_until: float | None = None   # link-flap damping
         self.fresh = False           # appeared since start: its first repair is its creation
-        self.probers: dict[int, Prober] = {}          # by address family
         self.counts = {"failures": 0, "repairs": 0}
-        self.link_local: ipaddress.IPv6Address | None = None
 
     @property
     def present(self) -> bool:
@@ -59,8 +80,8 @@ class Nic:
 
     def take_link(self, old: "Nic") -> None:
         """Carry what the kernel told us about a NIC over a reload."""
-        self.index, self.mac, self.link, self.link_local = old.index, old.mac, old.link, old.link_local
-        self.repair_held_until, self.failed = old.repair_held_until, old.failed
+        self.index, self.mac, self.failed = old.index, old.mac, old.failed
+        self.health.link, self.health.held_until = old.health.link, old.health.held_until
         self.admin_offline, self.hwaddrdup = old.admin_offline, old.hwaddrdup
         self.counts = old.counts
 
@@ -72,36 +93,18 @@ class Nic:
     def active(self) -> bool:
         return self.functioning and not self.inactive
 
-    @property
-    def probing(self) -> bool:
-        return bool(self.probers)
+    def works(self) -> bool:
+        return self.present and self.health.works()
 
-    def capable(self) -> list[Prober]:
-        """Probers that can judge the NIC: they have targets, or they failed
-        and must earn their repair."""
-        return [p for p in self.probers.values() if p.targets or p.verdict == "failed"]
+    def probe_state(self) -> ProbeState:
+        return ProbeState.DISABLED if self.offline else self.health.probe_state()
 
-    def probe_state(self) -> str:
-        if not self.probers or self.offline:
-            return "disabled"
-        capable = self.capable()
-        if not capable:
-            return "unknown"
-        # failure needs every probing family to fail; repair needs one
-        return "failed" if all(p.verdict == "failed" for p in capable) else "ok"
-
-    def last_ack(self) -> float | None:
-        return max((p.last_ack for p in self.probers.values() if p.last_ack is not None), default=None)
-
-    def source(self, family: int) -> IP | None:
-        return self.cfg.test[0].ip if family == 4 else self.link_local
-
-    def state(self) -> str:
+    def state(self) -> NicState:
         if self.offline:
-            return "offline"
+            return NicState.OFFLINE
         if self.failed or not self.present:
-            return "failed"
-        return "unknown" if self.probe_state() == "unknown" else "ok"
+            return NicState.FAILED
+        return NicState.UNKNOWN if self.probe_state() == ProbeState.UNKNOWN else NicState.OK
 
 
 class Group:
@@ -109,15 +112,10 @@ class Group:
         self.cfg = cfg
         self.name = cfg.name
         self.nics = nics
-        self.state: str | None = None  # unknown until the first settle
+        self.state: GroupState | None = None  # unknown until the first settle
         self.unusable_logged = False
-        self.user_fdt = self.fdt = 0.0  # seconds; fdt rises above user_fdt when RTTs demand
+        self.fdt = Fdt(0.0)
         self.counts = {"failovers": 0, "failbacks": 0}
-        self.last_raise: float | None = None
-
-    @property
-    def interval(self) -> float:
-        return timing.probe_interval(self.fdt)
 
     def home(self) -> dict[Address, str | None]:
         out: dict[Address, str | None] = {}
@@ -129,8 +127,9 @@ class Group:
         return out
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
+def _inst(family: int, nic: Nic) -> str:
+    """in.mpathd's name of one NIC's probing in one family: (inet eth0)."""
+    return f"(inet{'' if family == 4 else '6'} {nic.name})"
 
 
 def _family(addr: Address) -> str:
@@ -142,14 +141,12 @@ class Core:
         self.now = 0.0                      # the time of the event being handled
         self.rng = rng or random.Random()
         self.routes: tuple = ()
-        self.own: set[IP] = set()           # every address of this host: never a probe target
         self._dirty = True
         self.config = config
         self.groups: list[Group] = []
         self.nics: dict[str, Nic] = {}
-        self.where: dict[Address, str | None] = {}          # data address -> NIC holding it
-        self.tests_present: set[tuple[str, Address]] = set()
         self._out: list[Action] = []
+        self.ledger = Ledger(lambda action: self._out.append(action))
         self._summary = ""
         self.started = False
         # TRACK_INTERFACES_ONLY_WITH_GROUPS=no: every other NIC joins the
@@ -171,11 +168,11 @@ class Core:
         for gcfg in config.groups:
             g = Group(gcfg, [])
             og = old_groups.get(gcfg.name)
-            g.user_fdt = g.fdt = config.defaults.fdt_ms / 1000
+            g.fdt = Fdt(config.defaults.fdt_ms / 1000)
             if og is not None:
                 g.state, g.unusable_logged, g.counts = og.state, og.unusable_logged, og.counts
-                if og.user_fdt == g.user_fdt:
-                    g.fdt, g.last_raise = og.fdt, og.last_raise
+                if og.fdt.configured == g.fdt.configured:
+                    g.fdt = og.fdt
             self.groups.append(g)
             for icfg in gcfg.interfaces:
                 old = old_nics.get(icfg.name)
@@ -190,26 +187,16 @@ class Core:
                 g.nics.append(nic)
                 self.nics[nic.name] = nic
                 families = ([4] if icfg.test else []) + ([6] if icfg.test_link_local else [])
-                kept = {f: p for f, p in nic.probers.items()
+                probers = nic.health.probers
+                kept = {f: p for f, p in probers.items()
                         if f in families and (f == 6 or old_test == icfg.test)}
-                for f, p in nic.probers.items():
+                for f, p in probers.items():
                     if f not in kept and p.running:
                         self._out.append(StopProbing(nic.name, f))
-                nic.probers = {f: kept.get(f) or Prober(f, g.interval, self.rng) for f in families}
-                for p in nic.probers.values():
-                    p.interval = g.interval
+                nic.health.probers = {f: kept.get(f) or Prober(f, g.fdt.interval, self.rng) for f in families}
+            self._set_interval(g)
         self._group_by_nic = {n.name: g for g in self.groups for n in g.nics}
-        self.addr_group: dict[Address, Group] = {}
-        self.by_ip: dict = {}
-        self.configured: set[IP] = {t.ip for n in self.nics.values() for t in n.cfg.test}
-        self.where = {}
-        for g in self.groups:
-            for addr in g.home():
-                self.where[addr] = None
-                self.addr_group[addr] = g
-                self.by_ip[addr.ip] = addr
-                self.configured.add(addr.ip)
-        self.own = set(self.configured)
+        self.ledger.rebuild(self.groups, self.nics)
         self._stranded: set[Address] = set()
 
     def _log(self, level: int, text: str, kind: Kind, group: str | None = None,
@@ -235,24 +222,11 @@ class Core:
     def _of(g: Group) -> str:
         return f" of group {g.name}" if g.name else ""
 
-    def _managed(self, addr: Address) -> Address | None:
-        """The configured data address with the same IP as `addr`, if any."""
-        return self.by_ip.get(addr.ip)
-
     def next_deadline(self) -> float | None:
         """The earliest moment a Tick has work: a probe to send or expire, a
         probe socket to retry, a flap hold to end. Read on every turn of the
         daemon's loop, so one pass."""
-        times = [n.repair_held_until for n in self.anon.nics if n.repair_held_until is not None]
-        for n in self.nics.values():
-            if n.repair_held_until is not None:
-                times.append(n.repair_held_until)
-            for p in n.probers.values():
-                if not p.running and p.start_after > 0:
-                    times.append(p.start_after)
-                d = p.deadline()
-                if d is not None:
-                    times.append(d)
+        times = [d for n in [*self.nics.values(), *self.anon.nics] if (d := n.health.deadline()) is not None]
         return min(times) if times else None
 
     # ------------------------------------------------------------ events
@@ -275,9 +249,10 @@ class Core:
             case LinkRemoved():
                 self._link_removed(event.name, event.index)
             case AddressAdded():
-                self._address_added(event.ifname, event.address)
+                self.ledger.added(event.ifname, event.address)
             case AddressRemoved():
-                self._address_removed(event.ifname, event.address)
+                nic = self.nics.get(event.ifname)
+                self.ledger.removed(event.ifname, event.address, self.group_of(nic).name if nic else "")
             case RoutesChanged():
                 self.routes = event.routes
             case ActionFailed():
@@ -300,7 +275,8 @@ class Core:
     def _reload(self, ev: ConfigReloaded) -> None:
         """Apply only what differs between the running and the new config."""
         new = ev.config
-        old_cfg, old_where, old_tests = self.config, dict(self.where), set(self.tests_present)
+        ledger = self.ledger
+        old_cfg, old_where, old_tests = self.config, dict(ledger.where), set(ledger.tests_present)
         old_nics = {**{n.name: n for n in self.anon.nics}, **self.nics}
         old_cfgs = {name: nic.cfg for name, nic in old_nics.items()}
         old_groups = {g.name: g for g in self.groups}
@@ -324,24 +300,24 @@ class Core:
             elif nic is not None:
                 changes.append(f"{name} joined group {nic.cfg.group}")
             if old.cfg.group and nic is None:
-                for f, p in old.probers.items():
+                for f, p in old.health.probers.items():
                     if p.running:
                         self._out.append(StopProbing(name, f))
                 if old.present:
                     self._out.append(ReleaseInterface(name))
         for addr, holder in old_where.items():
-            if addr in self.where:
-                self.where[addr] = holder
+            if addr in ledger.where:
+                ledger.where[addr] = holder
             else:
                 changes.append(f"data address {addr} removed")
                 if holder is not None:
                     self._out.append(RemoveAddress(holder, addr))
-        changes += [f"data address {a} added" for a in self.where if a not in old_where]
-        self.tests_present = set()
+        changes += [f"data address {a} added" for a in ledger.where if a not in old_where]
+        ledger.tests_present = set()
         for ifname, t in old_tests:
             nic = self.nics.get(ifname)
             if nic is not None and t in nic.cfg.test:
-                self.tests_present.add((ifname, t))
+                ledger.tests_present.add((ifname, t))
             else:
                 self._out.append(RemoveAddress(ifname, ipaddress.ip_interface(f"{t.ip}/{t.max_prefixlen}")))
         for g in self.groups:
@@ -435,16 +411,16 @@ class Core:
             nic = self.nics.get(link.name) or self._watch_anonymous(link)
             if nic is not None:
                 self._attach(nic, link)
-        observed = self._learn_addresses(ev.addresses)
+        observed = self.ledger.learn(ev.addresses)
         for nic in [*self.nics.values(), *self.anon.nics]:
             # Not working at start: failed before any activation is decided.
             # A missing NIC is reported when its addresses are placed.
-            if nic.present and not self._works(nic):
+            if nic.present and not nic.works():
                 g = self.group_of(nic)
                 self._log(ERR, f"The link has gone down on {nic.name}", Kind.LINK_DOWN, g.name or None, nic.name)
                 self._log(ERR, f"IP interface failure detected on {nic.name}{self._of(g)}",
- Kind.FAILURE, g.name or None, nic.name)
-            nic.failed = not self._works(nic)
+                          Kind.FAILURE, g.name or None, nic.name)
+            nic.failed = not nic.works()
         failback = self.config.defaults.failback
         for g in self.groups:
             # Adopt what the kernel shows: a functioning NIC that holds data
@@ -472,43 +448,11 @@ class Core:
                 self._link_removed(nic.name, nic.index)  # type: ignore[arg-type]
         for link in by_name.values():
             self._link_changed(link)
-        self._learn_addresses(addresses)
+        self.ledger.learn(addresses)
 
-    def _learn_addresses(self, addresses: Iterable[tuple[str, Address]]) -> dict[Address, list[str]]:
-        """Take the kernel's word for where managed addresses are. Copies of a
-        data address on several NICs are removed but for one, preferring an
-        active member of its group; one found only outside its group is moved
-        into it by the placement that follows."""
-        observed: dict[Address, list[str]] = defaultdict(list)
-        self.tests_present = set()
-        self.own = set(self.configured)
-        for nic in self.nics.values():
-            nic.link_local = None
-        for ifname, kaddr in addresses:
-            self._note_local(ifname, kaddr, True)
-            nic = self.nics.get(ifname)
-            if nic is not None and any(kaddr.ip == t.ip for t in nic.cfg.test):
-                self.tests_present.add((ifname, next(t for t in nic.cfg.test if t.ip == kaddr.ip)))
-                continue
-            addr = self._managed(kaddr)
-            if addr is None:
-                continue
-            if addr != kaddr:
-                self._wrong_prefix(ifname, kaddr, addr)
-                continue
-            observed[addr].append(ifname)
-        for addr in self.where:
-            holders = observed.get(addr, [])
-            members = [n for n in holders if self.nics.get(n) in self.addr_group[addr].nics]
-            keep = next((n for n in members if self.nics[n].active), (members or holders or [None])[0])
-            self.where[addr] = keep
-            for other in holders:
-                if other != keep:
-                    self._remove_duplicate(addr, other, keep)  # type: ignore[arg-type]
-        return observed
-
-    def _attach(self, nic: Nic, link: LinkInfo) -> str | None:
-        """Record a NIC's link; return 'up' or 'down' if its carrier changed."""
+    def _attach(self, nic: Nic, link: LinkInfo) -> tuple[LinkState | None, bool]:
+        """Record a NIC's link; return the change of its carrier (UP, DOWN or
+        None) and whether its repair is now held for flapping."""
         if nic.index != link.index:
             if nic.present:                    # re-plugged under the same name: a new device
                 self._detach(nic)
@@ -519,23 +463,18 @@ class Core:
             nic.mac = link.mac
             if nic.cfg.group:                  # its announcements must carry the new MAC
                 self._out.append(self._prepare(nic, self.group_of(nic)))
-        return nic.link.observe(link.running)
+        return nic.health.link_observed(link.running, self.now, nic.failed)
 
     def _prepare(self, nic: Nic, g: Group) -> PrepareInterface:
         return PrepareInterface(nic.name, nic.index, nic.mac, tuple(g.home()),  # type: ignore[arg-type]
-                                timing.neigh_retrans_ms(round(g.user_fdt * 1000)))
+                                timing.neigh_retrans_ms(round(g.fdt.configured * 1000)))
 
     def _detach(self, nic: Nic) -> None:
         """The device is gone and took its addresses with it."""
         nic.index = None
-        nic.link = LinkWatcher()
-        nic.link_local = None
-        for p in nic.probers.values():
-            p.require_repair()
-        for addr, holder in self.where.items():
-            if holder == nic.name:
-                self.where[addr] = None
-        self.tests_present = {t for t in self.tests_present if t[0] != nic.name}
+        nic.health.link = LinkWatcher()
+        nic.health.must_repair()
+        self.ledger.gone(nic.name)
         self._out.append(ReleaseInterface(nic.name))
 
     def _link_changed(self, link: LinkInfo) -> None:
@@ -547,28 +486,18 @@ class Core:
         appeared = not nic.present or nic.index != link.index
         if appeared:
             self._log(INFO, f"IP interface {nic.name}{self._of(g)} is present (index {link.index})",
- Kind.NIC_ADDED, group, nic.name)
+                      Kind.NIC_ADDED, group, nic.name)
         if appeared and self.started and nic.failed:
             nic.fresh = True
-        change = self._attach(nic, link)
-        if change == "down":
+        change, held = self._attach(nic, link)
+        if change == LinkState.DOWN:
             self._log(ERR, f"The link has gone down on {nic.name}", Kind.LINK_DOWN, group, nic.name)
-            for p in nic.probers.values():
-                p.require_repair()            # repair needs fresh answers after the link returns
-        elif change == "up":
+        elif change == LinkState.UP:
             self._log(ERR, f"The link has come up on {nic.name}", Kind.LINK_UP, group, nic.name)
-            self._check_flapping(nic)
-
-    def _check_flapping(self, nic: Nic) -> None:
-        now = self.now
-        if not nic.probing:
-            until = nic.link.flap_hold_until(now)
-            if until is not None and nic.failed:
-                nic.repair_held_until = until
+            if held:
                 self._log(ERR, f"The link has come up on {nic.name} more than "
                                f"{timing.LINK_UP_PERMIN} times in the last minute; disabling repair "
-                               f"until it stabilizes", Kind.FLAPPING, self.group_of(nic).name or None, nic.name)
-        nic.link.record_up(now)
+                               f"until it stabilizes", Kind.FLAPPING, group, nic.name)
 
     def _link_removed(self, name: str, index: int) -> None:
         nic = self._find(name)
@@ -576,95 +505,21 @@ class Core:
             return
         g = self.group_of(nic)
         self._log(ERR, f"IP interface {nic.name}{self._of(g)} has been removed from kernel",
- Kind.NIC_REMOVED, g.name or None, nic.name)
+                  Kind.NIC_REMOVED, g.name or None, nic.name)
         if g is self.anon:
             self.anon.nics.remove(nic)
             return
         self._detach(nic)
 
-    def _wrong_prefix(self, ifname: str, kaddr: Address, addr: Address) -> None:
-        """A managed IP with another prefix than configured (the config
-        changed, or someone added it by hand): replace it."""
-        group = self.addr_group[addr].name
-        self._log(WARNING, f"{kaddr} on {ifname} has not the configured prefix of {addr}; replacing it",
- Kind.WRONG_PREFIX, group, ifname)
-        self._out.append(RemoveAddress(ifname, kaddr))
-
-    def _note_local(self, ifname: str, kaddr: Address, present: bool) -> None:
-        """Keep the set of local addresses, and each NIC's link-local address
-        (the source of its IPv6 probes)."""
-        if present:
-            self.own.add(kaddr.ip)
-        elif kaddr.ip not in self.configured:
-            self.own.discard(kaddr.ip)
-        nic = self.nics.get(ifname)
-        if nic is not None and kaddr.version == 6 and kaddr.ip.is_link_local:
-            if present and nic.link_local is None:
-                nic.link_local = kaddr.ip
-            elif not present and nic.link_local == kaddr.ip:
-                nic.link_local = None
-
-    def _address_added(self, ifname: str, kaddr: Address) -> None:
-        self._note_local(ifname, kaddr, True)
-        nic = self.nics.get(ifname)
-        if nic is not None:
-            for t in nic.cfg.test:
-                if t.ip == kaddr.ip:
-                    self.tests_present.add((ifname, t))
-                    return
-        addr = self._managed(kaddr)
-        if addr is None:
-            return
-        if addr != kaddr:
-            self._wrong_prefix(ifname, kaddr, addr)
-            return
-        holder = self.where[addr]
-        if holder == ifname:
-            return
-        if holder is None:
-            self.where[addr] = ifname          # someone put it back for us; adopt it (placement
-            return                             # moves it if that NIC is not the right one)
-        self._remove_duplicate(addr, ifname, holder)
-
-    def _remove_duplicate(self, addr: Address, ifname: str, holder: str | None) -> None:
-        group = self.addr_group[addr].name
-        self._log(WARNING, f"data address {addr} appeared on {ifname} while {holder} holds it; "
-                           f"removing it from {ifname}", Kind.DUPLICATE_REMOVED, group, ifname)
-        self._out.append(RemoveAddress(ifname, addr))
-
-    def _address_removed(self, ifname: str, kaddr: Address) -> None:
-        self._note_local(ifname, kaddr, False)
-        nic = self.nics.get(ifname)
-        if nic is not None:
-            for t in nic.cfg.test:
-                if t.ip == kaddr.ip and (ifname, t) in self.tests_present:
-                    self.tests_present.discard((ifname, t))
-                    self._log(WARNING, f"test address {t} was removed from {ifname} by another "
-                                       f"program; putting it back", Kind.ADDRESS_RESTORED,
-                              self.group_of(nic).name, ifname)
-                    return
-        addr = self._managed(kaddr)
-        if addr is None or addr != kaddr or self.where[addr] != ifname:
-            return
-        self.where[addr] = None
-        group = self.addr_group[addr].name
-        self._log(WARNING, f"data address {addr} was removed from {ifname} by another program; "
-                           f"putting it back", Kind.ADDRESS_RESTORED, group, ifname)
-
     def _tick(self) -> None:
         now = self.now
         for nic in [*self.nics.values(), *self.anon.nics]:
-            if nic.repair_held_until is not None and now >= nic.repair_held_until:
-                nic.repair_held_until = None
+            if nic.health.tick(now):
                 self._dirty = True
-            for p in nic.probers.values():
-                if 0 < p.start_after <= now:
-                    p.start_after = 0.0            # time to try the socket again
-                    self._dirty = True
         for g in self.groups:
             for nic in g.nics:
                 due = False
-                for fam, p in nic.probers.items():
+                for fam, p in nic.health.probers.items():
                     deadline = p.deadline()
                     if deadline is not None and deadline <= now:
                         self._run_prober(g, nic, fam, p, now)
@@ -673,141 +528,100 @@ class Core:
                     self._judge(g, nic)
 
     def _run_prober(self, g: Group, nic: Nic, fam: int, p: Prober, now: float) -> None:
-        def inst() -> str:
-            return f"(inet{'' if fam == 4 else '6'} {nic.name})"
         for t in p.expire(now):
             p.drop_target(t, now)
-            self._log(INFO, f"probe target {t.addr} {inst()} stopped answering while others answer; "
-                            f"probing the others", Kind.TARGET_DEAD, g.name, nic.name)
+            self._log(INFO, f"probe target {t.addr} {_inst(fam, nic)} stopped answering while others "
+                            f"answer; probing the others", Kind.TARGET_DEAD, g.name, nic.name)
         probes, missed = p.due(now)
         if missed:
-            self._log(INFO, f"missed sending {missed} probes {inst()}: mpathd was not scheduled "
+            self._log(INFO, f"missed sending {missed} probes {_inst(fam, nic)}: mpathd was not scheduled "
                             f"in time", Kind.PROBES_MISSED, g.name, nic.name)
         for pr in probes:
             self._out.append(SendProbe(nic.name, fam, pr.dst, pr.seq, pr.nonce, pr.kind))
-        if (not p.targets and p.discoveries_unanswered >= timing.NUM_PROBE_FAILS
-                and not p.no_targets_reported):
-            p.no_targets_reported = True
-            self._log(ERR, f"No probe targets found {inst()}: nothing answered an echo to "
+        if p.nothing_found():
+            self._log(ERR, f"No probe targets found {_inst(fam, nic)}: nothing answered an echo to "
                            f"{'224.0.0.1' if fam == 4 else 'ff02::1'}; probe-based failure detection "
                            f"is not possible on {nic.name} until a target is configured or answers",
- Kind.NO_TARGETS, g.name, nic.name)
+                      Kind.NO_TARGETS, g.name, nic.name)
 
     def _probe_reply(self, ev: ProbeReply) -> None:
         nic = self.nics.get(ev.ifname)
-        p = nic.probers.get(ev.family) if nic else None
+        p = nic.health.probers.get(ev.family) if nic else None
         if p is None or not p.running:
             return
         g = self.group_of(nic)
         if ev.kind == KIND_DISCOVERY:
-            if (ev.src not in self.own and p.discovery(ev.nonce)
+            if (ev.src not in self.ledger.own and p.discovery(ev.nonce)
                     and targets.on_probe_subnet(g.cfg, ev.family, ev.src)):
                 for m in g.nics:                   # discovery is shared by the group
-                    q = m.probers.get(ev.family)
+                    q = m.health.probers.get(ev.family)
                     if q is not None and q.add_host(ev.src, self.now):
                         self._log(INFO, f"probe target {ev.src} found by multicast for {m.name}",
- Kind.TARGET_FOUND, g.name, m.name)
-        elif p.reply(ev.src, ev.seq, ev.nonce, ev.rx, learn=nic.functioning and g.state != "failed") is not None:
-            self._adapt_fdt(g, nic, ev.family, p.by_seq[ev.seq].target)
+                                  Kind.TARGET_FOUND, g.name, m.name)
+        else:
+            target = nic.health.reply(p, ev, learn=nic.functioning and g.state != GroupState.FAILED)
+            if target is not None:
+                self._adapt_fdt(g, nic, p, target)
         self._judge(g, nic)
 
-    def _adapt_fdt(self, g: Group, nic: Nic, fam: int, target: Target) -> None:
-        """Raise the group's FDT when a target's RTT makes it unachievable;
-        lower it back when every RTT allows (in.mpathd §5.3)."""
+    def _adapt_fdt(self, g: Group, nic: Nic, p: Prober, target) -> None:
+        """Let the group's FDT follow the RTT of an answer (detect.Fdt), and
+        log what it did."""
+        fdt = g.fdt
         crtt = target.rtt.crtt
-        if crtt is None or (crtt <= g.interval and g.fdt <= g.user_fdt):
-            return                              # the common case, on every answer
-        now = self.now
-        inst = f"(inet{'' if fam == 4 else '6'} {nic.name})"
-        user_ms = round(g.user_fdt * 1000)
-        if crtt > g.interval and self._exception_target(nic.probers[fam], target, g.interval, now):
-            self._log(INFO, f"probe target {target.addr} {inst} is much slower than the other targets "
-                            f"({round(crtt * 1000)} ms); probing the others and keeping the failure "
-                            f"detection time", Kind.TARGET_SLOW, g.name, nic.name)
-        elif crtt > g.interval:
-            g.fdt = crtt * timing.FDT_RAISE_FACTOR * timing.PROBE_INTERVAL_DIVISOR
-            g.last_raise = now
-            self._set_interval(g)
-            self._log(INFO, f"Cannot meet requested failure detection time of {user_ms} ms on {inst} "
-                            f"new failure detection time for group \"{g.name}\" is "
-                            f"{round(g.fdt * 1000)} ms", Kind.FDT_RAISED, g.name, nic.name)
-            self._dirty = True
-        elif (g.fdt > g.user_fdt and g.last_raise is not None
-              and now - g.last_raise > timing.FDT_SETTLING_S
-              and all(t.rtt.crtt is not None and t.rtt.crtt < g.interval / timing.FDT_LOWER_TRIGGER
-                      for m in g.nics if m.functioning for q in m.probers.values() if q.running
-                      for t in q.active_targets(now))):
-            g.fdt = max(g.fdt / 2, g.user_fdt)
-            g.last_raise = now if g.fdt > g.user_fdt else None
-            self._set_interval(g)
-            self._log(INFO, f"Improved failure detection time {round(g.fdt * 1000)} ms on {inst} "
-                            f"for group \"{g.name}\"", Kind.FDT_LOWERED, g.name, nic.name)
-            self._dirty = True
-
-    @staticmethod
-    def _exception_target(p: Prober, target: Target, interval: float, now: float) -> bool:
-        """Drop `target` if it is the one slow target among enough fast ones."""
-        active = p.active_targets(now)
-        if len(active) < timing.EXCEPTION_MIN_TARGETS or not any(t is target for t in active):
-            return False
-        if not all(t.rtt.crtt is not None and t.rtt.crtt <= interval / timing.EXCEPTION_FACTOR
-                   for t in active if t is not target):
-            return False
-        p.drop_target(target, now)
-        return True
+        inst = _inst(p.family, nic)
+        match fdt.adapt(p, target, [m.health for m in g.nics if m.functioning], self.now):
+            case None:
+                return
+            case Kind.TARGET_SLOW:
+                self._log(INFO, f"probe target {target.addr} {inst} is much slower than the other targets "
+                                f"({round(crtt * 1000)} ms); probing the others and keeping the failure "
+                                f"detection time", Kind.TARGET_SLOW, g.name, nic.name)
+                return
+            case Kind.FDT_RAISED:
+                self._log(INFO, f"Cannot meet requested failure detection time of "
+                                f"{round(fdt.configured * 1000)} ms on {inst} new failure detection time "
+                                f"for group \"{g.name}\" is {round(fdt.current * 1000)} ms",
+                          Kind.FDT_RAISED, g.name, nic.name)
+            case Kind.FDT_LOWERED:
+                self._log(INFO, f"Improved failure detection time {round(fdt.current * 1000)} ms on {inst} "
+                                f"for group \"{g.name}\"", Kind.FDT_LOWERED, g.name, nic.name)
+        self._set_interval(g)
+        self._dirty = True
 
     def _set_interval(self, g: Group) -> None:
         for m in g.nics:
-            for p in m.probers.values():
-                p.interval = g.interval
+            for p in m.health.probers.values():
+                p.interval = g.fdt.interval
 
     def _judge(self, g: Group, nic: Nic) -> None:
-        """Re-read the probe verdicts of a NIC; a change settles the group.
-        When a NIC's probes fail while no other member has heard an answer
-        since this NIC's losses began, the whole group has failed: every
-        member is failed, nothing moves, and host targets are rediscovered."""
-        changed = False
-        for p in nic.probers.values():
-            verdict = p.verdict
-            if p.evaluate() != verdict:
-                changed = True
-        if not changed:                 # the probe state follows from the verdicts alone
+        """Ask a NIC's health for its verdict after its probes moved on; a
+        change settles the group. A failure that is the group's (see
+        detect.group_failed) fails every member, moves nothing, and
+        rediscovers host targets."""
+        if not nic.health.reassess():
             return
-        after = nic.probe_state()
         self._dirty = True
-        if after != "failed" or not nic.functioning:
+        if nic.probe_state() != ProbeState.FAILED or not nic.functioning:
             return
-        tff = min((p.first_loss_time() for p in nic.capable() if p.first_loss_time() is not None),
-                  default=self.now)
-        for m in g.nics:
-            if m is nic or not m.functioning or m.link.state == "down":
-                continue
-            if not m.capable() or (m.last_ack() or float("-inf")) > tff:
-                return                            # another member still works: a NIC failure
-        for m in g.nics:
-            for p in m.probers.values():
-                if m is not nic:
-                    p.require_repair()
-                p.flush_hosts()
-    # --------------------------------------------------- verdicts and policy
+        if detect.group_failed(nic.health, [m.health for m in g.nics if m is not nic and m.functioning],
+                               self.now):
+            detect.after_group_failure([m.health for m in g.nics], nic.health)
 
-    def _works(self, nic: Nic) -> bool:
-        """The combined verdict of the watchers: carrier, probes, flap damping."""
-        return (nic.present and nic.link.state != "down" and nic.repair_held_until is None
-                and nic.probe_state() != "failed")
+    # --------------------------------------------------- verdicts and policy
 
     def _settle(self) -> None:
         """Apply verdict changes, then place addresses, then report."""
         failback = self.config.defaults.failback
         for g in [*self.groups, self.anon]:
             for nic in g.nics:
-                works = self._works(nic)
+                works = nic.works()
                 if works and nic.failed:
                     nic.failed = False
                     if not nic.fresh:
                         nic.counts["repairs"] += 1
                         self._log(ERR, f"IP interface repair detected on {nic.name}{self._of(g)}",
- Kind.REPAIR, g.name or None, nic.name)
+                                  Kind.REPAIR, g.name or None, nic.name)
                     if not nic.offline and g is not self.anon:
                         # a NIC that appeared is created, not repaired: FAILBACK=no does not apply
                         policy.transition_to_running(g.nics, nic, repair=not nic.fresh, failback=failback)
@@ -817,7 +631,7 @@ class Core:
                     nic.failed, nic.inactive = True, False
                     nic.counts["failures"] += 1
                     self._log(ERR, f"IP interface failure detected on {nic.name}{self._of(g)}",
- Kind.FAILURE, g.name or None, nic.name)
+                              Kind.FAILURE, g.name or None, nic.name)
                     if was_active:
                         policy.activate_another(g.nics, nic)
             if g is self.anon:
@@ -830,18 +644,18 @@ class Core:
         self._assign_targets()
         for nic in self.nics.values():
             self._sync_probing(nic)
-        summary = self.summary()
-        if summary != self._summary:
-            self._summary = summary
-            self._out.append(StateChanged(summary))
+        line = summary(self.groups)
+        if line != self._summary:
+            self._summary = line
+            self._out.append(StateChanged(line))
 
     def _place(self, g: Group) -> None:
-        home = g.home()
-        desired = policy.place(g.nics, home, self.where)
+        home, where = g.home(), self.ledger.where
+        desired = policy.place(g.nics, home, where)
         moves: dict[tuple[str | None, str], list[Address]] = defaultdict(list)
         stranded: list[Address] = []
         for addr in home:
-            cur, want = self.where[addr], desired.get(addr)
+            cur, want = where[addr], desired.get(addr)
             if want is None:
                 if cur is None:
                     stranded.append(addr)
@@ -853,7 +667,7 @@ class Core:
             else:
                 self._out.append(MoveAddress(addr, cur, want, src_failed=self._broken(cur)))
             self._out.append(Announce(want, addr))
-            self.where[addr] = want
+            where[addr] = want
             moves[(cur, want)].append(addr)
         for (src, dst), addrs in moves.items():
             listing = ", ".join(str(a) for a in addrs)
@@ -866,20 +680,27 @@ class Core:
             elif self._broken(src):
                 g.counts["failovers"] += 1
                 self._log(ERR, f"Successfully failed over from NIC {src} to NIC {dst} ({listing})",
- Kind.FAILOVER, g.name, src)
+                          Kind.FAILOVER, g.name, src)
             else:
                 self._log(INFO, f"moved {listing} from NIC {src} to NIC {dst}: "
                                 f"{self._why_leaving(src, g)}", Kind.MOVED, g.name, dst)
         newly = [a for a in stranded if a not in self._stranded]
         self._stranded = (self._stranded - set(home)) | set(stranded)
+        self._log_missing(g, [(a, f"{home[a] or g.name} (couldn't move; no alternative interface)")
+                              for a in newly], Kind.MISSING_STRANDED, None)
+
+    def _log_missing(self, g: Group, entries: list[tuple[Address, str]], kind: Kind,
+                     ifname: str | None) -> None:
+        """Solaris' boot message for the addresses of missing NICs, one line
+        per address family: `moving addresses from missing IPv4 interfaces:
+        eth0 (moved to eth1)`."""
         by_family: dict[str, list[str]] = defaultdict(list)
-        for a in newly:
-            entry = f"{home[a] or g.name} (couldn't move; no alternative interface)"
+        for a, entry in entries:
             if entry not in by_family[_family(a)]:
                 by_family[_family(a)].append(entry)
-        for fam, entries in by_family.items():
-            self._log(ERR, f"moving addresses from missing {fam} interfaces: {', '.join(entries)}",
- Kind.MISSING_STRANDED, g.name)
+        for fam, listed in by_family.items():
+            self._log(ERR, f"moving addresses from missing {fam} interfaces: {', '.join(listed)}",
+                      kind, g.name, ifname)
 
     def _broken(self, ifname: str) -> bool:
         """Is this NIC failed? (A NIC that left every group is not.)"""
@@ -899,45 +720,35 @@ class Core:
     def _log_restored(self, g: Group, dst: str, addrs: list[Address]) -> None:
         """Addresses that were nowhere: their NIC is missing, or someone
         deleted them. Missing NICs get the Solaris boot message."""
-        by_family: dict[str, list[str]] = defaultdict(list)
-        plain: list[Address] = []
         home = g.home()
-        for a in addrs:
-            h = home[a]
-            if h is not None and not self.nics[h].present:  # its home NIC is missing
-                entry = f"{h} (moved to {dst})"
-                if entry not in by_family[_family(a)]:
-                    by_family[_family(a)].append(entry)
-            else:
-                plain.append(a)
-        for fam, entries in by_family.items():
-            self._log(ERR, f"moving addresses from missing {fam} interfaces: {', '.join(entries)}",
- Kind.MISSING_MOVED, g.name, dst)
+        missing = [a for a in addrs if home[a] is not None and not self.nics[home[a]].present]
+        plain = [a for a in addrs if a not in missing]
+        self._log_missing(g, [(a, f"{home[a]} (moved to {dst})") for a in missing], Kind.MISSING_MOVED, dst)
         if plain:
             self._log(INFO, f"data address {', '.join(str(a) for a in plain)} placed on NIC {dst}",
- Kind.ADDRESS_PLACED, g.name, dst)
+                      Kind.ADDRESS_PLACED, g.name, dst)
 
     def _refresh_group_state(self, g: Group) -> None:
         state = policy.group_state(g.nics)
         if state == g.state:
             return
         g.state = state
-        if state == "failed" and not g.unusable_logged:
+        if state == GroupState.FAILED and not g.unusable_logged:
             g.unusable_logged = True
             self._log(ERR, f"All IP interfaces in group {g.name} are now unusable", Kind.GROUP_FAILED, g.name)
-        elif state != "failed" and g.unusable_logged:
+        elif state != GroupState.FAILED and g.unusable_logged:
             g.unusable_logged = False
             usable = [n for n in g.nics if n.functioning]
             self._log(ERR, f"At least 1 IP interface ({usable[-1].name}) in group {g.name} is now usable",
- Kind.GROUP_USABLE, g.name, usable[-1].name)
+                      Kind.GROUP_USABLE, g.name, usable[-1].name)
 
     def _assign_targets(self) -> None:
         for g in self.groups:
             for fam in (4, 6):
-                probers = [p for m in g.nics for f, p in m.probers.items() if f == fam]
+                probers = [p for m in g.nics for f, p in m.health.probers.items() if f == fam]
                 if not probers:
                     continue
-                mode, addrs = targets.choose(g.cfg, fam, self.routes, self.own)
+                mode, addrs = targets.choose(g.cfg, fam, self.routes, self.ledger.own)
                 for p in probers:
                     if mode != "multicast" or p.mode != "multicast":
                         if (p.mode, [t.addr for t in p.targets]) != (mode, addrs):
@@ -956,7 +767,7 @@ class Core:
         """No socket: stop, and try again a little later (the address may
         still be tentative, or the NIC on its way out)."""
         nic = self.nics.get(act.ifname)
-        p = nic.probers.get(act.family) if nic else None
+        p = nic.health.probers.get(act.family) if nic else None
         if p is not None and p.running:
             p.stop()
             p.start_after = self.now + timing.PROBE_START_RETRY_S
@@ -964,10 +775,11 @@ class Core:
     def _sync_probing(self, nic: Nic) -> None:
         """Probe while the NIC is present, has carrier, is not offline and
         has its test address."""
-        for fam, p in nic.probers.items():
-            src = nic.source(fam)
-            want = (nic.present and nic.link.state != "down" and not nic.offline and src is not None
-                    and (fam == 6 or (nic.name, nic.cfg.test[0]) in self.tests_present))
+        for fam, p in nic.health.probers.items():
+            src = self.source(nic, fam)
+            want = (nic.present and nic.health.link.state != LinkState.DOWN and not nic.offline
+                    and src is not None
+                    and (fam == 6 or (nic.name, nic.cfg.test[0]) in self.ledger.tests_present))
             if want and not p.running and p.start_after <= self.now:
                 self._out.append(StartProbing(nic.name, fam, nic.index, src))   # type: ignore[arg-type]
                 p.start(self.now)
@@ -980,84 +792,10 @@ class Core:
             if not nic.present:
                 continue
             for t in nic.cfg.test:
-                if (nic.name, t) not in self.tests_present:
-                    self.tests_present.add((nic.name, t))
+                if (nic.name, t) not in self.ledger.tests_present:
+                    self.ledger.tests_present.add((nic.name, t))
                     self._out.append(AddAddress(nic.name, t, test=True))
 
-    # ------------------------------------------------------------ reports
-
-    def summary(self) -> str:
-        """One line for sd_notify STATUS=, e.g. '1 group ok, 1 degraded: eth1 failed'."""
-        counts: dict[str | None, int] = defaultdict(int)
-        bad: list[str] = []
-        for g in self.groups:
-            counts[g.state] += 1
-            bad += [f"{n.name} {n.state()}" for n in g.nics if n.state() in ("failed", "offline")]
-        items = [(counts[s], s) for s in ("ok", "degraded", "failed") if counts[s]]
-        if not items:
-            return "no groups"
-        noun = "group" if items[0][0] == 1 else "groups"
-        text = ", ".join(f"{c} {noun + ' ' if i == 0 else ''}{s}" for i, (c, s) in enumerate(items))
-        return text + (": " + ", ".join(bad) if bad else "")
-
-    def probes(self, now: float, since: int = 0) -> list[dict]:
-        """The finished probes still in the NICs' histories (the last
-        timing.PROBE_RECORDS per NIC and family) whose record id is above `since`, in the order they
-        finished: `ipmpctl probes` follows the stream with the last id seen."""
-        rows = [{"id": r.id, "time": round(r.time - now, 3), "interface": n.name, "family": fam,
-                 "probe": r.seq, "target": r.target, "status": r.status, "rtt_ms": _ms(r.rtt),
-                 "rtt_avg_ms": _ms(r.rtt_avg), "rtt_dev_ms": _ms(r.rtt_dev), "late": r.late}
-                for g in self.groups for n in g.nics for fam, p in n.probers.items()
-                for r in p.records if r.id > since]
-        rows.sort(key=lambda row: row["id"])
-        return rows
-
-    def status(self, now: float) -> dict:
-        groups, interfaces, addresses, target_rows = [], [], [], []
-        for g in self.groups:
-            groups.append({
-                "name": g.name, "state": g.state, "fdt_ms": round(g.fdt * 1000),
-                "interfaces": [n.name for n in g.nics],
-                "active": [n.name for n in g.nics if n.active],
-                "inactive": [n.name for n in g.nics if n.functioning and n.inactive],
-                "unusable": [n.name for n in g.nics if not n.functioning],
-                "user_fdt_ms": round(g.user_fdt * 1000), **g.counts,
-                "probing": any(n.probers for n in g.nics),
-            })
-            for n in g.nics:
-                stats: dict[str, int] = defaultdict(int)
-                for p in n.probers.values():
-                    for k, v in p.stats.items():
-                        stats[k] += v
-                interfaces.append({
-                    "name": n.name, "group": g.name, "state": n.state(), "active": n.active,
-                    "standby": n.standby, "inactive": n.functioning and n.inactive,
-                    "link": n.link.state if n.present else "unknown", "probe": n.probe_state(),
-                    "present": n.present, "offline": n.offline, "hwaddrdup": n.hwaddrdup,
-                    "mac": n.mac, "probes": dict(stats), **n.counts,
-                })
-                if not n.probers:
-                    target_rows.append({"interface": n.name, "family": None, "mode": "disabled",
-                                        "testaddr": None, "targets": []})
-                for fam, p in n.probers.items():
-                    src = n.source(fam)
-                    target_rows.append({
-                        "interface": n.name, "family": fam,
-                        "mode": p.mode if p.running else "disabled",
-                        "testaddr": str(src) if src is not None else None,
-                        "targets": [str(t.addr) for t in p.active_targets(now)] if p.running else [],
-                        "rtt": {str(t.addr): {"avg_ms": _ms(t.rtt.avg), "dev_ms": _ms(t.rtt.dev)}
-                                for t in p.targets if t.rtt.avg is not None}})
-            for addr, home in g.home().items():
-                addresses.append({"address": str(addr), "group": g.name, "home": home,
-                                  "interface": self.where[addr]})
-        for n in self.anon.nics:
-            interfaces.append({
-                "name": n.name, "group": None, "state": n.state(), "active": n.functioning,
-                "standby": False, "inactive": False, "link": n.link.state, "probe": "disabled",
-                "present": True, "offline": False, "mac": n.mac, "probes": {}})
-            target_rows.append({"interface": n.name, "family": None, "mode": "disabled",
-                                "testaddr": None, "targets": []})
-        return {"groups": groups, "interfaces": interfaces, "addresses": addresses,
-                "targets": target_rows, "probes": self.probes(now),
-                "summary": self.summary()}
+    def source(self, nic: Nic, family: int) -> IP | None:
+        """The source of a NIC's probes in one family."""
+        return nic.cfg.test[0].ip if family == 4 else self.ledger.link_local.get(nic.name)

@@ -1,106 +1,16 @@
-"""Probe-based detection in the sans-I/O core, with a fake clock and a
-simulated link: replies come back after an RTT unless the path drops them."""
+"""Probe-based detection in the sans-I/O core, with time passed by hand and
+a simulated link (fakekernel.Net): replies come back after an RTT unless the
+path drops them."""
 
-import heapq
-import ipaddress
 import random
-import textwrap
 
 import pytest
 
+from fakekernel import GROUP, IP, ROUTER, Net
 from mpathd.core import timing
-from mpathd.config import Config, Defaults, parse_groups
-from mpathd.core.machine import Core
+from mpathd.core.events import LinkChanged, LinkInfo, MoveAddress, ProbeReply, Route, Tick
+from mpathd.core.probe import Prober, RttEstimator
 from mpathd.core.reports import status
-from mpathd.core.events import (AddAddress, LinkChanged, LinkInfo, Log, MoveAddress, ProbeReply, Route,
-                           RoutesChanged, SendProbe, Started, Tick)
-from mpathd.core.probe import KIND_DISCOVERY, Prober, RttEstimator
-
-IP = ipaddress.ip_address
-ROUTER = IP("192.0.2.1")
-DEFAULT_ROUTE = (Route(4, "0.0.0.0/0", "192.0.2.1"),)
-
-GROUP = """
-groups:
-  g:
-    interfaces:
-      eth0: {data: [192.0.2.100/24], test: [192.0.2.10/24]}
-      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
-"""
-
-
-class Net:
-    """The core, a clock, and a link that answers probes."""
-
-    def __init__(self, yaml=GROUP, fdt_ms=1000, seed=0, routes=DEFAULT_ROUTE,
-                 rtt=0.0002, hosts=()):
-        self.now = 0.0
-        self.rng = random.Random(seed)
-        cfg = Config(defaults=Defaults(fdt_ms=fdt_ms), groups=parse_groups(textwrap.dedent(yaml), "t"))
-        self.core = Core(cfg, rng=random.Random(seed))
-        self.names = [i.name for g in cfg.groups for i in g.interfaces]
-        self.rtt = rtt
-        self.hosts = [IP(h) for h in hosts]     # answer multicast discovery
-        self.broken: dict[str, float] = {}     # ifname -> loss probability
-        self.dead_targets: set = set()
-        self.slow: dict = {}                   # target -> its own RTT
-        self.replies: list = []                # heap of (time, n, ProbeReply)
-        self.n = 0
-        self.kernel = {n: set() for n in self.names}
-        self.log: list[str] = []
-        lls = tuple((n, ipaddress.ip_interface(f"fe80::a{i}/64")) for i, n in enumerate(self.names))
-        self.feed(Started(tuple(LinkInfo(n, i + 1, None, True) for i, n in enumerate(self.names)), lls))
-        self.feed(RoutesChanged(tuple(routes)))
-
-    def feed(self, event):
-        for a in self.core.handle(event, self.now):
-            if isinstance(a, Log):
-                self.log.append((self.now, a.text))
-            elif isinstance(a, AddAddress):
-                self.kernel[a.ifname].add(a.address)
-            elif isinstance(a, MoveAddress):
-                self.kernel[a.src].discard(a.address)
-                self.kernel[a.dst].add(a.address)
-            elif isinstance(a, SendProbe):
-                self.send(a)
-
-    def send(self, a: SendProbe):
-        if self.rng.random() < self.broken.get(a.ifname, 0.0):
-            return
-        responders = self.hosts if a.kind == KIND_DISCOVERY else [a.dst]
-        for r in responders:
-            if r in self.dead_targets:
-                continue
-            self.n += 1
-            rtt = self.slow.get(r, self.rtt)
-            heapq.heappush(self.replies, (self.now + rtt, self.n,
-                                          ProbeReply(a.ifname, a.family, r, a.seq, a.nonce, a.kind,
-                                                     self.now + rtt)))
-
-    def run(self, until: float):
-        while True:
-            deadline = self.core.next_deadline()
-            t_reply = self.replies[0][0] if self.replies else None
-            t = min(x for x in (deadline, t_reply, until) if x is not None)
-            if t >= until:
-                self.now = until
-                return
-            self.now = max(self.now, t)
-            if t_reply is not None and t_reply <= t:
-                self.feed(heapq.heappop(self.replies)[2])
-            else:
-                self.feed(Tick())
-
-    def holder(self, addr):
-        (h,) = [n for n, s in self.kernel.items() if ipaddress.ip_interface(addr) in s]
-        return h
-
-    def when(self, text):
-        return next((t for t, line in self.log if text in line), None)
-
-    def nic(self, name):
-        return self.core.nics[name]
-
 
 def test_probes_are_sent_in_the_second_half_of_each_interval():
     p = Prober(4, 1.0, random.Random(1))

@@ -5,6 +5,14 @@ import pytest
 from lab import Lab
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that builds a namespace lab is marked `lab`, so that
+    `pytest -m "not lab"` runs the unit tests alone."""
+    for item in items:
+        if "make_lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)
+
+
 @pytest.fixture
 def make_lab():
     """Build namespace labs for one test; all of them are torn down when it

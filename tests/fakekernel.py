@@ -98,12 +98,13 @@ class Net:
     """The core, a clock, and a link that answers probes."""
 
     def __init__(self, yaml=GROUP, fdt_ms=1000, seed=0, routes=DEFAULT_ROUTE,
-                 rtt=0.0002, hosts=()):
+                 rtt=0.0002, hosts=(), watched=()):
         self.now = 0.0
         self.rng = random.Random(seed)
-        cfg = Config(defaults=Defaults(fdt_ms=fdt_ms), groups=parse_groups(textwrap.dedent(yaml), "t"))
+        cfg = Config(defaults=Defaults(fdt_ms=fdt_ms, track_only_groups=not watched),
+                     groups=parse_groups(textwrap.dedent(yaml), "t"))
         self.core = Core(cfg, rng=random.Random(seed))
-        self.names = [i.name for g in cfg.groups for i in g.interfaces]
+        self.names = [i.name for g in cfg.groups for i in g.interfaces] + list(watched)   # watched: in no group
         self.rtt = rtt
         self.hosts = [IP(h) for h in hosts]     # answer multicast discovery
         self.broken: dict[str, float] = {}     # ifname -> loss probability

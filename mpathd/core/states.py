@@ -11,9 +11,9 @@ import enum
 
 class NicState(enum.StrEnum):
     OK = "ok"                  # works (its probes say so, or it has no probing)
-    UNKNOWN = "unknown"        # works as far as its link says; no probe target answers yet
     FAILED = "failed"          # does not pass traffic, or is missing
     OFFLINE = "offline"        # taken out of service: by the operator, or for a duplicate MAC
+    UNKNOWN = "unknown"        # works as far as its link says; no probe target answers yet
 
 
 class GroupState(enum.StrEnum):

@@ -404,7 +404,7 @@ def report(r: dict, command: str, plot: str | None) -> str:
         lines += ["## 4. Cost", "",
                   f"CPU per probe (send, receive, bookkeeping, timers) of the daemon at FDT 100 ms, "
                   f"{x['probes_per_s']:.0f} probes/s, against a bare Python raw-socket echo loop "
-                  "(`labtraffic probe-floor`) sending at the same rate from a third NIC at the same time, "
+                  "(`lab/traffic.py probe-floor`) sending at the same rate from a third NIC at the same time, "
                   "over three windows; the median window is shown, and the ratio of each.", "",
                   "| daemon µs/probe | floor µs/probe | ratio | ratio per window |", "|---|---|---|---|",
                   f"| {x['daemon_us']:.0f} | {x['floor_us']:.0f} | {x['ratio']:.2f} | "

@@ -54,11 +54,27 @@ class InterfaceConfig:
 
 
 @dataclass(frozen=True)
+class RouteConfig:
+    """A route declared under a group's `routes:`; `attrs` are the
+    ip-route options given, as (name, value) pairs."""
+    dst: ipaddress.IPv4Network | ipaddress.IPv6Network
+    via: IP | None = None
+    dev: str | None = None
+    table: int = 254
+    metric: int = 0
+    src: IP | None = None
+    attrs: tuple[tuple[str, object], ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class GroupConfig:
     name: str
     interfaces: tuple[InterfaceConfig, ...]
     data: tuple[Address, ...] = ()
     targets: tuple[IP, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    spreading: bool = True                 # outbound load spreading over the active NICs
 
 
 @dataclass(frozen=True)
@@ -227,7 +243,7 @@ def parse_groups(text: str, path: str) -> tuple[GroupConfig, ...]:
         if not _GROUPNAME.match(gname):
             raise doc.fail(gkey, f"invalid group name {gname!r} (letters, digits, '_', '.', '-'; at most 31)")
         where = f"group {gname}"
-        g = doc.mapping(gnode, where, ("interfaces", "data", "targets"))
+        g = doc.mapping(gnode, where, ("interfaces", "data", "targets", "routes", "spreading"))
         if "interfaces" not in g:
             raise doc.fail(gkey, f"{where} has no interfaces")
         ifaces: list[InterfaceConfig] = []
@@ -282,8 +298,108 @@ def parse_groups(text: str, path: str) -> tuple[GroupConfig, ...]:
             if t in targets:
                 raise doc.fail(node, f"{where} targets: {text_!r} listed twice")
             targets.append(t)
-        groups.append(GroupConfig(gname, tuple(ifaces), tuple(gdata), tuple(targets)))
+        spreading = doc.boolean(g["spreading"][1], f"{where} spreading") if "spreading" in g else True
+        data_ips = {a.ip for a in gdata} | {a.ip for i in ifaces for a in i.data}
+        routes = _routes(doc, g["routes"][1], where, {i.name for i in ifaces}, data_ips) if "routes" in g else ()
+        groups.append(GroupConfig(gname, tuple(ifaces), tuple(gdata), tuple(targets), routes, spreading))
     return tuple(groups)
+
+
+# The ip-route options a declared route may carry: name -> (kind, bounds).
+_ROUTE_METRICS = {"mtu": (68, 65535), "advmss": (1, 65535), "initcwnd": (1, 1024),
+                  "initrwnd": (1, 1024), "hoplimit": (1, 255)}
+_ROUTE_KEYS = ("to", "via", "dev", "table", "metric", "src", "onlink", "mtu_lock", "pref",
+               *_ROUTE_METRICS)
+
+
+def _routes(doc: _Doc, node: yaml.Node, where: str, ifnames: set[str],
+            data_ips: set[IP]) -> tuple[RouteConfig, ...]:
+    """`routes:` of a group: a list of mappings in ip-route's words, e.g.
+    {to: default, via: 192.0.2.1, metric: 100, mtu: 1400}."""
+    if not isinstance(node, yaml.SequenceNode):
+        raise doc.fail(node, f"{where} routes must be a list, e.g. [{{to: default, via: 192.0.2.1}}]")
+    out: list[RouteConfig] = []
+    seen: dict[tuple, int] = {}
+    for item in node.value:
+        what = f"{where} route"
+        f = doc.mapping(item, what, _ROUTE_KEYS)
+        line = item.start_mark.line + 1
+
+        def scalar(key: str) -> tuple[str, yaml.Node]:
+            n = f[key][1]
+            if not isinstance(n, yaml.ScalarNode) or n.tag.endswith(":null"):
+                raise doc.fail(n, f"{what}: {key} must be a single value")
+            return str(n.value), n
+
+        def ip(key: str) -> IP:
+            text, n = scalar(key)
+            try:
+                return ipaddress.ip_address(text)
+            except ValueError:
+                raise doc.fail(n, f"{what}: {key} {text!r} is not an IP address") from None
+
+        def number(key: str, lo: int, hi: int) -> int:
+            text, n = scalar(key)
+            if not re.fullmatch(r"\d+", text) or not lo <= int(text) <= hi:
+                raise doc.fail(n, f"{what}: {key} must be a whole number from {lo} to {hi}, got {text!r}")
+            return int(text)
+
+        if "to" not in f:
+            raise doc.fail(item, f"{what} needs 'to' (a prefix, or default)")
+        via = ip("via") if "via" in f else None
+        to, to_node = scalar("to")
+        if to == "default":
+            if via is None:
+                raise doc.fail(to_node, f"{what}: 'to: default' needs 'via' (or write 0.0.0.0/0 or ::/0)")
+            dst = ipaddress.ip_network("0.0.0.0/0" if via.version == 4 else "::/0")
+        else:
+            try:
+                dst = ipaddress.ip_network(to)
+            except ValueError:
+                raise doc.fail(to_node, f"{what}: to {to!r} is not a prefix (ADDR/LEN with no host "
+                                        f"bits) or default") from None
+        if via is not None and via.version != dst.version:
+            raise doc.fail(f["via"][1], f"{what}: via {via} is not of the family of {dst}")
+        if via is not None and (via.is_multicast or via.is_unspecified or via.is_loopback):
+            raise doc.fail(f["via"][1], f"{what}: via {via} is not a unicast address")
+        dev = None
+        if "dev" in f:
+            dev, n = scalar("dev")
+            if dev not in ifnames:
+                raise doc.fail(n, f"{what}: dev {dev} is not an interface of {where}")
+        src = ip("src") if "src" in f else None
+        if src is not None and src not in data_ips:
+            raise doc.fail(f["src"][1], f"{what}: src {src} is not a data address of {where}")
+        if src is not None and src.version != dst.version:
+            raise doc.fail(f["src"][1], f"{what}: src {src} is not of the family of {dst}")
+        table = 254
+        if "table" in f:
+            text, n = scalar("table")
+            table = 254 if text == "main" else number("table", 1, 2**32 - 1)
+            if table in (0, 253, 255):
+                raise doc.fail(n, f"{what}: table {table} is reserved by the kernel")
+        metric = number("metric", 0, 2**32 - 1) if "metric" in f else 0
+        attrs: list[tuple[str, object]] = []
+        for key, (lo, hi) in _ROUTE_METRICS.items():
+            if key in f:
+                attrs.append((key, number(key, lo, hi)))
+        for key in ("onlink", "mtu_lock"):
+            if key in f and doc.boolean(f[key][1], f"{what} {key}"):
+                attrs.append((key, True))
+        if "mtu_lock" in f and "mtu" not in f:
+            raise doc.fail(f["mtu_lock"][1], f"{what}: mtu_lock needs mtu")
+        if "pref" in f:
+            text, n = scalar("pref")
+            if dst.version != 6 or text not in ("low", "medium", "high"):
+                raise doc.fail(n, f"{what}: pref is low, medium or high, for IPv6 routes only")
+            attrs.append(("pref", text))
+        ident = (dst.version, table, dst, metric)
+        if ident in seen:
+            raise doc.fail(item, f"{what} to {dst} (table {table}, metric {metric}) is declared twice "
+                                 f"(also on line {seen[ident]})")
+        seen[ident] = line
+        out.append(RouteConfig(dst, via, dev, table, metric, src, tuple(attrs), line))
+    return tuple(out)
 
 
 def _read(path: str, missing_ok: bool) -> str | None:

@@ -1,0 +1,136 @@
+"""The route ledger and policy (pure): which path every owned route takes,
+and the fewest actions that get the kernel there."""
+
+import ipaddress
+
+import pytest
+
+from mpathd.routes import (DropPath, GroupView, InstallRoute, OwnedRoute, PathKey, RouteKey,
+                           RouteLedger, SetPath)
+
+GW = ipaddress.ip_address("192.0.2.1")
+ETH0, ETH1, ETH2 = ("eth0", 2), ("eth1", 3), ("eth2", 4)
+
+
+def route(dst="0.0.0.0/0", gw=GW, home="eth0", metric=0, table=254, declared=False):
+    net = ipaddress.ip_network(dst)
+    return OwnedRoute(RouteKey(net.version, table, net, 0, metric), gw, home, declared=declared)
+
+
+def view(active, spreading=True, holder=lambda home, fam: None):
+    return GroupView("ipmp0", spreading, tuple(active), holder)
+
+
+def settle(ledger, *views):
+    return ledger.reconcile(views)
+
+
+def test_spread_route_gets_one_path_over_every_active_nic():
+    led = RouteLedger()
+    led.learn(route(), "ipmp0")
+    led.learn(route("198.51.100.0/24", metric=5), "ipmp0")
+    out = settle(led, view([ETH0, ETH1]))
+    path = PathKey("ipmp0", 4, GW, None)
+    assert out[0] == SetPath(path, (ETH0, ETH1))
+    assert [type(a) for a in out[1:]] == [InstallRoute, InstallRoute]
+    assert settle(led, view([ETH0, ETH1])) == []          # nothing left to do
+
+
+def test_failover_is_one_path_change_whatever_the_number_of_routes():
+    led = RouteLedger()
+    for i in range(50):
+        led.learn(route(f"203.0.113.{i}/32"), "ipmp0")
+    settle(led, view([ETH0, ETH1]))
+    out = settle(led, view([ETH1]))
+    assert out == [SetPath(PathKey("ipmp0", 4, GW, None), (ETH1,))]
+
+
+def test_group_failure_moves_nothing():
+    led = RouteLedger()
+    led.learn(route(), "ipmp0")
+    settle(led, view([ETH0, ETH1]))
+    assert settle(led, view([])) == []
+    # a route learned during the failure joins the path the group still has
+    led.learn(route("198.51.100.0/24"), "ipmp0")
+    out = settle(led, view([]))
+    assert [type(a) for a in out] == [InstallRoute]       # onto the path the group still has
+    led2 = RouteLedger()
+    led2.learn(route(), "ipmp0")
+    assert settle(led2, view([])) == []                    # never had a path: left as it is
+
+
+@pytest.mark.parametrize("active, holder, want", [
+    ([ETH0, ETH1], None, ETH0),            # home active: stays home
+    ([ETH1, ETH2], "eth2", ETH2),          # home failed: follows its addresses
+    ([ETH1, ETH2], None, ETH1),            # addresses nowhere active: the first active NIC
+])
+def test_without_spreading_a_route_follows_its_home(active, holder, want):
+    led = RouteLedger()
+    led.learn(route(), "ipmp0")
+    out = settle(led, view(active, spreading=False, holder=lambda home, fam: holder))
+    assert out[0] == SetPath(PathKey("ipmp0", 4, GW, "eth0"), (want,))
+
+
+def test_device_route_moves_itself_and_failback_returns_it():
+    led = RouteLedger()
+    led.learn(route("203.0.113.0/24", gw=None), "ipmp0")
+    out = settle(led, view([ETH0, ETH1]))
+    assert out == [InstallRoute(led.routes[out[0].route.key], PathKey("ipmp0", 4, None, "eth0"), (ETH0,))]
+    out = settle(led, view([ETH1]))
+    assert [(type(a), a.members) for a in out] == [(InstallRoute, (ETH1,))]
+    out = settle(led, view([ETH0, ETH1]))
+    assert [(type(a), a.members) for a in out] == [(InstallRoute, (ETH0,))]
+
+
+def test_another_nics_route_stays_on_it_at_failback():
+    led = RouteLedger()
+    led.learn(route(home="eth1"), "ipmp0")
+    settle(led, view([ETH0, ETH1], spreading=False))
+    settle(led, view([ETH0], spreading=False))
+    out = settle(led, view([ETH0, ETH1], spreading=False))
+    assert out == [SetPath(PathKey("ipmp0", 4, GW, "eth1"), (ETH1,))]
+
+
+def test_forget_reasserts_only_what_went_through_the_nic():
+    led = RouteLedger()
+    led.learn(route(), "ipmp0")
+    led.learn(route("203.0.113.0/24", gw=None, home="eth1"), "ipmp0")
+    settle(led, view([ETH0, ETH1]))
+    led.forget("eth0")                          # eth0 set down: its nexthops flushed
+    out = settle(led, view([ETH1]))
+    assert [type(a) for a in out] == [SetPath, InstallRoute]
+    assert out[0].members == (ETH1,)
+
+
+def test_learned_route_deleted_by_another_program_is_forgotten_declared_is_kept():
+    led = RouteLedger()
+    learned, declared = route(), route("198.51.100.0/24", declared=True)
+    led.learn(learned, "ipmp0")
+    led.learn(declared, "ipmp0")
+    settle(led, view([ETH0]))
+    led.removed(learned.key)
+    led.removed(declared.key)
+    assert learned.key not in led.routes
+    out = settle(led, view([ETH0]))
+    assert out == [InstallRoute(declared, PathKey("ipmp0", 4, GW, None), (ETH0,))]
+
+
+def test_unused_path_is_dropped():
+    led = RouteLedger()
+    r = route()
+    led.learn(r, "ipmp0")
+    settle(led, view([ETH0]))
+    led.drop(r.key)
+    assert settle(led, view([ETH0])) == [DropPath(PathKey("ipmp0", 4, GW, None))]
+
+
+def test_relearning_the_same_route_changes_nothing_but_another_form_reinstalls():
+    led = RouteLedger()
+    r = route()
+    led.learn(r, "ipmp0")
+    settle(led, view([ETH0]))
+    assert not led.learn(r, "ipmp0")
+    assert settle(led, view([ETH0])) == []
+    changed = OwnedRoute(r.key, r.gateway, r.home, attrs=(("mtu", 1400),))
+    assert led.learn(changed, "ipmp0")                  # a program re-added it its own way
+    assert [type(a) for a in settle(led, view([ETH0]))] == [InstallRoute]

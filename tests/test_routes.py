@@ -5,7 +5,7 @@ import ipaddress
 
 import pytest
 
-from mpathd.routes import (DropPath, GroupView, InstallRoute, OwnedRoute, PathKey, RouteKey,
+from mpathd.core.routes import (DropPath, GroupView, InstallRoute, OwnedRoute, PathKey, RouteKey,
                            RouteLedger, SetPath)
 
 GW = ipaddress.ip_address("192.0.2.1")

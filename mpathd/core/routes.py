@@ -35,7 +35,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple
 
-from .config import IP
+from ..config import IP
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

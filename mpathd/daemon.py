@@ -17,9 +17,10 @@ from .adapters import control
 from .oneline import OneLineParser, load_config
 from .core.machine import Core
 from .core.reports import probes, status, summary
-from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, Log, MoveAddress,
-                     Offline, Online, PrepareInterface, Refused, ReleaseInterface, RemoveAddress,
-                     Resynced, SendProbe, Started, StartProbing, StateChanged, StopProbing, Tick)
+from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, DeleteRoute, DropPath,
+                          Event, InstallRoute, Log, Offline, Online, PrepareInterface, Refused,
+                          ReleaseInterface, RemoveAddress, RestoreRoute, Resynced, SendProbe, SetPath,
+                          Started, StartProbing, StateChanged, StopProbing, Tick)
 from .adapters.log import emit, log, setup
 from .adapters.notify import Notifier
 
@@ -61,10 +62,10 @@ class Daemon:
         signal.set_wakeup_fd(self._signal_w)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda *_: None)      # the wakeup fd carries the number
-        self.dispatch(Started(*self.kernel.snapshot()))
-        routes = self.kernel.routes_changed()
-        if routes is not None:
-            self.dispatch(routes)
+        self.dispatch(Started(*self.kernel.snapshot(), routes=self.kernel.routes.dump()))
+        stale = self.kernel.routes.collect_garbage()
+        if stale:
+            log.info("deleted %d nexthops an earlier mpathd left unused", stale)
         # Everything imported so far (scapy alone is ~60 MiB of objects) lives
         # as long as the process: keep the cyclic collector from walking it
         # again and again as probes allocate.
@@ -167,8 +168,18 @@ class Daemon:
         pending = [event]
         resynced = False
         while pending:
-            failures = [f for action in self.core.handle(pending.pop(0), time.monotonic())
-                        if (f := self.execute(action)) is not None]
+            failures = []
+            unplaced: set = set()            # (NIC, address) whose add failed in this batch
+            for action in self.core.handle(pending.pop(0), time.monotonic()):
+                if isinstance(action, (Announce, RemoveAddress)) and (
+                        (action.ifname if isinstance(action, Announce) else action.moved_to),
+                        action.address) in unplaced:
+                    continue                 # the move's add failed: no announcement, keep the old copy
+                failure = self.execute(action)
+                if failure is not None:
+                    failures.append(failure)
+                    if isinstance(action, AddAddress):
+                        unplaced.add((action.ifname, action.address))
             pending += failures
             if failures and not resynced:
                 # the kernel is not as the core believes: re-read it once the
@@ -184,8 +195,6 @@ class Daemon:
                     self.probes.send(action)
                 case Log():
                     emit(action)
-                case MoveAddress():
-                    self.kernel.move_address(action)
                 case Announce():
                     self.announcer.send(action.ifname, action.address)
                 case StartProbing():
@@ -196,10 +205,21 @@ class Daemon:
                     self.kernel.add_address(action)
                 case RemoveAddress():
                     self.kernel.remove_address(action)
+                case SetPath():
+                    self.kernel.routes.set_path(action.path, action.members)
+                case InstallRoute():
+                    self.kernel.routes.install(action.route, action.path, action.members)
+                case DropPath():
+                    self.kernel.routes.drop_path(action.path)
+                case RestoreRoute():
+                    self.kernel.routes.restore(action.route, action.index)
+                case DeleteRoute():
+                    self.kernel.routes.delete(action.route)
                 case PrepareInterface():
-                    self.kernel.prepare(action.ifname, action.neigh_retrans_ms)
+                    self.kernel.prepare(action.ifname, action.index, action.neigh_retrans_ms, action.spreading)
                     self.announcer.open(action.ifname, action.mac, action.addresses)
                 case ReleaseInterface():
+                    self.kernel.release(action.ifname)
                     self.announcer.close(action.ifname)
                 case StateChanged():
                     self.notifier.status(action.summary)

@@ -8,8 +8,8 @@ import random
 import textwrap
 
 from mpathd.config import Config, Defaults, parse_groups
-from mpathd.core.events import (AddAddress, LinkChanged, LinkInfo, Log, MoveAddress, ProbeReply, RemoveAddress,
-                                Route, RoutesChanged, SendProbe, Started, Tick)
+from mpathd.core.events import (AddAddress, LinkChanged, LinkInfo, Log, OwnedRoute, ProbeReply, RemoveAddress,
+                                RouteKey, SendProbe, Started, Tick)
 from mpathd.core.machine import Core
 from mpathd.core.probe import KIND_DISCOVERY
 
@@ -47,11 +47,9 @@ class FakeKernel:
                 case AddAddress():
                     self.kernel[a.ifname].add(a.address)
                 case RemoveAddress():
+                    if a.moved_to is not None:           # make-before-break: the new copy is there
+                        assert a.address in self.kernel[a.moved_to], a
                     self.kernel[a.ifname].discard(a.address)
-                case MoveAddress():
-                    assert a.address in self.kernel[a.src], a
-                    self.kernel[a.dst].add(a.address)
-                    self.kernel[a.src].discard(a.address)
         self.actions += actions
         self.check_invariant()
         return actions
@@ -81,9 +79,23 @@ class FakeKernel:
                     assert self.core.nics[holders[0]].active, (addr, holders)
 
 
+def moves(actions):
+    """The moves among actions: the removals that are a move's second half."""
+    return [a for a in actions if isinstance(a, RemoveAddress) and a.moved_to is not None]
+
+
 IP = ipaddress.ip_address
 ROUTER = IP("192.0.2.1")
-DEFAULT_ROUTE = (Route(4, "0.0.0.0/0", "192.0.2.1"),)
+
+
+def route(dst, gateway=None, dev="eth0", metric=0):
+    """A route the kernel has, as the netlink adapter reports it."""
+    net = ipaddress.ip_network(dst)
+    return OwnedRoute(RouteKey(net.version, 254, net, 0, metric),
+                      None if gateway is None else IP(gateway), dev)
+
+
+DEFAULT_ROUTE = (route("0.0.0.0/0", "192.0.2.1"),)
 
 GROUP = """
 groups:
@@ -115,8 +127,8 @@ class Net:
         self.kernel = {n: set() for n in self.names}
         self.log: list[str] = []
         lls = tuple((n, ipaddress.ip_interface(f"fe80::a{i}/64")) for i, n in enumerate(self.names))
-        self.feed(Started(tuple(LinkInfo(n, i + 1, None, True) for i, n in enumerate(self.names)), lls))
-        self.feed(RoutesChanged(tuple(routes)))
+        self.feed(Started(tuple(LinkInfo(n, i + 1, None, True) for i, n in enumerate(self.names)), lls,
+                          tuple(routes)))
 
     def feed(self, event):
         for a in self.core.handle(event, self.now):
@@ -124,9 +136,8 @@ class Net:
                 self.log.append((self.now, a.text))
             elif isinstance(a, AddAddress):
                 self.kernel[a.ifname].add(a.address)
-            elif isinstance(a, MoveAddress):
-                self.kernel[a.src].discard(a.address)
-                self.kernel[a.dst].add(a.address)
+            elif isinstance(a, RemoveAddress):
+                self.kernel[a.ifname].discard(a.address)
             elif isinstance(a, SendProbe):
                 self.send(a)
 

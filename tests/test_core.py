@@ -6,11 +6,11 @@ import textwrap
 
 import pytest
 
-from fakekernel import A, FakeKernel
+from fakekernel import A, FakeKernel, moves
 from mpathd.config import Config, Defaults, parse_groups
 from mpathd.core import timing
 from mpathd.core.events import (AddAddress, AddressAdded, AddressRemoved, Announce, LinkChanged,
-                                LinkInfo, LinkRemoved, Log, MoveAddress, PrepareInterface, RemoveAddress,
+                                LinkInfo, LinkRemoved, Log, PrepareInterface, RemoveAddress,
                                 Started, Tick)
 from mpathd.core.machine import Core
 from mpathd.core.reports import status, summary
@@ -48,11 +48,15 @@ def test_carrier_loss_moves_addresses_and_announces_then_failback():
     kern = FakeKernel(TWO)
     out = kern.link("eth0", False)
     assert kern.holder("192.0.2.100/24") == "eth1" and kern.holder("2001:db8:1::100/64") == "eth1"
-    moves = [a for a in out if isinstance(a, MoveAddress)]
-    assert all(m.src == "eth0" and m.dst == "eth1" and m.src_failed for m in moves) and len(moves) == 2
-    assert {a.address for a in out if isinstance(a, Announce)} == {m.address for m in moves}
-    # announcements come after the move they announce
-    assert out.index(moves[0]) < out.index(next(a for a in out if isinstance(a, Announce)))
+    moved = moves(out)
+    assert all(m.ifname == "eth0" and m.moved_to == "eth1" and m.flush_neighbours for m in moved)
+    assert len(moved) == 2
+    assert {a.address for a in out if isinstance(a, Announce)} == {m.address for m in moved}
+    # announced as soon as it is on the new NIC, and only then is the old copy deleted
+    for m in moved:
+        add = out.index(AddAddress("eth1", m.address))
+        announce = out.index(Announce("eth1", m.address))
+        assert add < announce < out.index(m)
     assert "The link has gone down on eth0" in kern.logs(out)
     assert "IP interface failure detected on eth0 of group g" in kern.logs(out)
     assert any(t.startswith("Successfully failed over from NIC eth0 to NIC eth1") for t in kern.logs(out))
@@ -62,7 +66,7 @@ def test_carrier_loss_moves_addresses_and_announces_then_failback():
     assert kern.holder("192.0.2.100/24") == "eth0" and kern.holder("192.0.2.101/24") == "eth1"
     assert "IP interface repair detected on eth0 of group g" in kern.logs(out)
     assert any(t.startswith("Successfully failed back to NIC eth0") for t in kern.logs(out))
-    assert not any(isinstance(a, MoveAddress) and a.src_failed for a in out)
+    assert not any(m.flush_neighbours for m in moves(out))
 
 
 def test_failback_no_keeps_repaired_nic_inactive_until_needed():
@@ -124,7 +128,7 @@ def test_group_failure_moves_nothing_and_is_logged_once():
     kern.link("eth1", False)
     before = {n: set(s) for n, s in kern.kernel.items()}
     out = kern.link("eth0", False)
-    assert not any(isinstance(a, MoveAddress) for a in out)
+    assert not moves(out)
     assert kern.kernel == before
     assert "All IP interfaces in group g are now unusable" in kern.logs(out)
     out = kern.link("eth1", True)
@@ -166,8 +170,7 @@ def test_restart_adopts_addresses_where_they_are():
     # leaves everything where it is.
     kernel = {"eth0": [], "eth1": ["192.0.2.100/24", "2001:db8:1::100/64", "192.0.2.101/24"]}
     kern = FakeKernel(TWO, failback=False, kernel=kernel)
-    assert not any(isinstance(a, (MoveAddress, AddAddress)) and not a.test
-                   for a in kern.actions if isinstance(a, (MoveAddress, AddAddress)))
+    assert not any(isinstance(a, AddAddress) and not a.test for a in kern.actions)
     assert kern.core.nics["eth0"].inactive
     # with FAILBACK=yes the addresses go home
     kern = FakeKernel(TWO, failback=True, kernel=kernel)
@@ -265,7 +268,7 @@ def test_track_all_watches_nics_in_no_group_and_moves_nothing():
     out = core.handle(LinkChanged(LinkInfo("eth9", 3, None, False)), 0.0)
     texts = [a.text for a in out if isinstance(a, Log)]
     assert "IP interface failure detected on eth9" in texts
-    assert not any(isinstance(a, (MoveAddress, AddAddress, RemoveAddress)) for a in out)
+    assert not any(isinstance(a, (AddAddress, RemoveAddress)) for a in out)
     out = core.handle(LinkChanged(LinkInfo("eth9", 3, None, True)), 0.0)
     assert "IP interface repair detected on eth9" in [a.text for a in out if isinstance(a, Log)]
     # with the default (yes), NICs in no group are not watched
@@ -293,7 +296,7 @@ def test_reload_applies_only_the_difference():
                                       "eth1: {data: [192.0.2.101/24, 192.0.2.102/24]}")
                  + "      eth3: {data: [192.0.2.103/24]}\n")
     assert kern.core.nics["eth1"] is eth1                      # untouched NICs keep their state
-    assert not any(isinstance(a, MoveAddress) for a in out)
+    assert not moves(out)
     assert kern.holder("192.0.2.102/24") == "eth1" and kern.holder("192.0.2.103/24") == "eth3"
     assert kern.holder("192.0.2.100/24") == "eth0"
     assert any("configuration reloaded: " in t and "eth3 added to group g" in t

@@ -5,24 +5,25 @@ import ipaddress
 
 import pytest
 
-from mpathd.core.routes import (DropPath, GroupView, InstallRoute, OwnedRoute, PathKey, RouteKey,
-                           RouteLedger, SetPath)
+from mpathd.core.events import DropPath, InstallRoute, OwnedRoute, PathKey, RouteKey, SetPath
+from mpathd.core.routes import GroupView, RouteLedger
 
 GW = ipaddress.ip_address("192.0.2.1")
 ETH0, ETH1, ETH2 = ("eth0", 2), ("eth1", 3), ("eth2", 4)
 
 
-def route(dst="0.0.0.0/0", gw=GW, home="eth0", metric=0, table=254, declared=False):
+def route(dst="0.0.0.0/0", gw=GW, home="eth0", metric=0, table=254, declared=False, prefsrc=None):
     net = ipaddress.ip_network(dst)
-    return OwnedRoute(RouteKey(net.version, table, net, 0, metric), gw, home, declared=declared)
+    return OwnedRoute(RouteKey(net.version, table, net, 0, metric), gw, home,
+                      None if prefsrc is None else ipaddress.ip_address(prefsrc), declared=declared)
 
 
 def view(active, spreading=True, holder=lambda home, fam: None):
     return GroupView("ipmp0", spreading, tuple(active), holder)
 
 
-def settle(ledger, *views):
-    return ledger.reconcile(views)
+def settle(ledger, *views, now=0.0):
+    return ledger.reconcile(views, now)
 
 
 def test_spread_route_gets_one_path_over_every_active_nic():
@@ -91,15 +92,45 @@ def test_another_nics_route_stays_on_it_at_failback():
     assert out == [SetPath(PathKey("ipmp0", 4, GW, "eth1"), (ETH1,))]
 
 
-def test_forget_reasserts_only_what_went_through_the_nic():
+def test_carrier_loss_of_one_member_is_one_path_update():
     led = RouteLedger()
     led.learn(route(), "ipmp0")
     led.learn(route("203.0.113.0/24", gw=None, home="eth1"), "ipmp0")
     settle(led, view([ETH0, ETH1]))
-    led.forget("eth0")                          # eth0 set down: its nexthops flushed
-    out = settle(led, view([ETH1]))
-    assert [type(a) for a in out] == [SetPath, InstallRoute]
-    assert out[0].members == (ETH1,)
+    led.forget("eth0")        # the kernel deleted eth0's nexthop; the group kept eth1's
+    assert settle(led, view([ETH1])) == []    # already what the kernel has
+    led.forget("eth1")        # now the group lost its last member, and its routes with it
+    out = settle(led, view([ETH0]))
+    assert [type(a) for a in out] == [SetPath, InstallRoute, InstallRoute]
+    assert out[0].members == (ETH0,)
+
+
+def test_removed_address_puts_back_the_routes_it_was_the_source_of():
+    led = RouteLedger()
+    led.learn(route(prefsrc="192.0.2.100"), "ipmp0")
+    led.learn(route("198.51.100.0/24"), "ipmp0")
+    led.learn(route("203.0.113.0/24", gw=None), "ipmp0")
+    settle(led, view([ETH0, ETH1]))
+    led.address_gone("eth1", ipaddress.ip_address("192.0.2.100"))
+    assert [a.route.key.dst.prefixlen for a in settle(led, view([ETH0, ETH1]))] == [0]
+    led.address_gone("eth0", ipaddress.ip_address("192.0.2.10"))     # eth0's plain routes may go
+    assert [str(a.route.key.dst) for a in settle(led, view([ETH0, ETH1]))] == ["203.0.113.0/24"]
+
+
+def test_a_refused_route_is_retried_with_a_doubling_back_off():
+    led = RouteLedger()
+    r = route()
+    led.learn(r, "ipmp0")
+    tries = []
+    now = 0.0
+    while now < 40:
+        out = settle(led, view([ETH0]), now=now)
+        if any(isinstance(a, InstallRoute) for a in out):
+            tries.append(now)
+            led.refused(r.key, now)             # the kernel says no, every time
+        now += 0.25
+    assert tries[:6] == [0.0, 1.0, 3.0, 7.0, 15.0, 31.0]
+    assert led.next_retry() == 31.0 + 32.0
 
 
 def test_learned_route_deleted_by_another_program_is_forgotten_declared_is_kept():
@@ -124,13 +155,13 @@ def test_unused_path_is_dropped():
     assert settle(led, view([ETH0])) == [DropPath(PathKey("ipmp0", 4, GW, None))]
 
 
-def test_relearning_the_same_route_changes_nothing_but_another_form_reinstalls():
+def test_a_route_another_program_adds_again_is_put_back_on_its_path():
     led = RouteLedger()
     r = route()
     led.learn(r, "ipmp0")
     settle(led, view([ETH0]))
-    assert not led.learn(r, "ipmp0")
-    assert settle(led, view([ETH0])) == []
-    changed = OwnedRoute(r.key, r.gateway, r.home, attrs=(("mtu", 1400),))
+    assert not led.learn(r, "ipmp0")                    # the same route, re-added plain
+    assert [type(a) for a in settle(led, view([ETH0]))] == [InstallRoute]
+    changed = OwnedRoute(r.key, r.gateway, r.home, spec=(("mtu", 1400),))
     assert led.learn(changed, "ipmp0")                  # a program re-added it its own way
     assert [type(a) for a in settle(led, view([ETH0]))] == [InstallRoute]

@@ -10,7 +10,7 @@ from pyroute2 import IPRoute, NetlinkError
 
 from mpathd.adapters.routes import (RTA_NH_ID, RTM_NEWNEXTHOP, RTPROT_MPATHD, KernelRoute, KernelRoutes,
                                     Resilient, nhmsg)
-from mpathd.lab import ROUTER4, ROUTER6
+from lab import ROUTER4, ROUTER6
 
 
 def test_nhmsg_round_trip():

@@ -26,14 +26,13 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from ..config import Address
 from ..core.events import (AddAddress, AddressAdded, AddressRemoved, Event, LinkChanged, LinkInfo,
-                     LinkRemoved, MoveAddress, RemoveAddress, Resynced, Route, RoutesChanged)
+                           LinkRemoved, RemoveAddress, Resynced, RouteAdded, RouteRemoved)
+from .routes import KernelRoute, RouteKeeper
 
 log = logging.getLogger("mpathd")
 
 _RCVBUF = 4 << 20
 _NUD_NOARP, _NUD_PERMANENT = 0x40, 0x80
-_RTPROT_KERNEL, _RTPROT_RA = 2, 9
-_TABLE_LOCAL = 255
 
 # What a group NIC needs: answer ARP only for its own addresses (otherwise
 # every NIC answers for an address that moved, and neighbours keep the old
@@ -97,9 +96,9 @@ class Kernel:
             self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
         self.events.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
                           | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE))
-        self._routes: tuple[Route, ...] | None = None
         self.marshal = MarshalRtnl()
         self.names: dict[int, str] = {}
+        self.routes = RouteKeeper(self.ipr, self.names)
         self.expected: Counter[tuple[str, int, str]] = Counter()
         self.ipr.get_links()                      # the request socket gets its port id
         self.port = self.ipr.getsockname()[0]
@@ -115,35 +114,15 @@ class Kernel:
 
     def snapshot(self) -> tuple[tuple[LinkInfo, ...], tuple[tuple[str, Address], ...]]:
         links = tuple(_link(m) for m in self.ipr.get_links())
-        self.names = {link.index: link.name for link in links}
+        self.names.clear()
+        self.names.update((link.index, link.name) for link in links)
         addrs = tuple((self.names[m["index"]], _address(m)) for m in self.ipr.get_addr()
                       if m["index"] in self.names and _usable(m))
         return links, addrs
 
-    def routes(self) -> tuple[Route, ...]:
-        out = []
-        for family, fam in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
-            for r in self.ipr.get_routes(family=family):
-                table = r.get_attr("RTA_TABLE") or r["table"]
-                if table == _TABLE_LOCAL or r["type"] != 1:          # unicast routes only
-                    continue
-                dst = r.get_attr("RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
-                out.append(Route(fam, f"{dst}/{r['dst_len']}", r.get_attr("RTA_GATEWAY")))
-        return tuple(out)
-
-    def routes_changed(self) -> RoutesChanged | None:
-        """The routes, if they differ from the last ones reported."""
-        routes = self.routes()
-        if routes == self._routes:
-            return None
-        self._routes = routes
-        return RoutesChanged(routes)
-
     def read(self) -> list[Event]:
-        """Drain the event socket; return the changes made by others, and
-        the routing table once after any route change."""
+        """Drain the event socket; return the changes made by others."""
         out: list[Event] = []
-        route_change = False
         self._unpredicted = False
         while True:
             try:
@@ -154,8 +133,6 @@ class Kernel:
                     # address promoted, say): re-read rather than guess
                     self.expected.clear()
                     out.append(Resynced(*self.snapshot()))
-                if route_change and (ev := self.routes_changed()) is not None:
-                    out.append(ev)
                 return out
             except OSError as e:
                 if e.errno != errno.ENOBUFS:
@@ -167,12 +144,8 @@ class Kernel:
                         self.events.recv(1 << 20)
                     except (BlockingIOError, OSError):
                         break
-                self._routes = None
-                return [Resynced(*self.snapshot())] + [ev for ev in [self.routes_changed()] if ev]
+                return [Resynced(*self.snapshot(), routes=self.routes.dump())]
             for msg in self.marshal.parse(data):
-                if msg["event"] in ("RTM_NEWROUTE", "RTM_DELROUTE"):
-                    route_change = True
-                    continue
                 ev = self._decode(msg)
                 if ev is not None:
                     out.append(ev)
@@ -186,6 +159,7 @@ class Kernel:
         if kind == "RTM_DELLINK":
             name = msg.get_attr("IFLA_IFNAME") or self.names.get(msg["index"], "")
             self.names.pop(msg["index"], None)
+            self.routes.link_gone(msg["index"])
             return LinkRemoved(name, msg["index"])
         if kind in ("RTM_NEWADDR", "RTM_DELADDR"):
             name = self.names.get(msg["index"])
@@ -202,7 +176,25 @@ class Kernel:
                     self._unpredicted = True
                 return None
             return (AddressAdded if kind == "RTM_NEWADDR" else AddressRemoved)(name, addr)
+        if kind in ("RTM_NEWROUTE", "RTM_DELROUTE"):
+            return self._route_event(msg)
         return None
+
+    def _route_event(self, msg) -> Event | None:
+        """A route of a group NIC (or on one of mpathd's paths) that another
+        program or the kernel changed; mpathd's own changes are not news.
+        Other NICs' routes are passed over before they are decoded."""
+        pid = msg["header"]["pid"]
+        oif = msg.get_attr("RTA_OIF")
+        if pid == self.port or (oif is not None and oif not in self.routes.group_links):
+            return None
+        kr = KernelRoute.from_msg(msg)
+        if not self.routes.concerns(kr.oif, kr.nhid):
+            return None
+        if msg["event"] == "RTM_DELROUTE":
+            return RouteRemoved(self.routes.key_of(kr), by_kernel=pid == 0)
+        route = self.routes.owned(kr)
+        return None if route is None else RouteAdded(route)
 
     # ----------------------------------------------------------- writing
 
@@ -212,11 +204,16 @@ class Kernel:
                 return idx
         raise LookupError(f"no interface {ifname}")
 
-    def prepare(self, ifname: str, neigh_retrans_ms: int) -> None:
-        """Set the sysctls a group NIC needs; warn about those that break it."""
+    def prepare(self, ifname: str, index: int, neigh_retrans_ms: int, spreading: bool) -> None:
+        """Set the sysctls a group NIC needs; warn about those that break it.
+        Its group spreads flows: hash them by ports too (L4), or every flow
+        from one address to one destination takes the same NIC."""
+        self.routes.group_links.add(index)
         wanted = [(f"/proc/sys/net/ipv4/conf/{ifname}/{key}", want) for key, want in NIC_SYSCTLS.items()]
         wanted += [(f"/proc/sys/net/{fam}/neigh/{ifname}/retrans_time_ms", str(neigh_retrans_ms))
                    for fam in ("ipv4", "ipv6")]
+        if spreading:
+            wanted += [(f"/proc/sys/net/{fam}/fib_multipath_hash_policy", "1") for fam in ("ipv4", "ipv6")]
         for path, want in wanted:
             try:
                 with open(path) as f:
@@ -257,44 +254,17 @@ class Kernel:
         self.expected[("RTM_DELADDR", idx, str(addr.ip))] += 1
 
     def remove_address(self, act: RemoveAddress) -> None:
-        self._delete(self.index(act.ifname), act.address, act.address.network.prefixlen)
+        """Delete an address; after a move off a failed NIC, drop the packets
+        queued behind it too."""
+        idx = self.index(act.ifname)
+        self._delete(idx, act.address, act.address.network.prefixlen)
+        if act.flush_neighbours:
+            self._flush_neighbours(idx, act.address.version)
 
-    def move_address(self, act: MoveAddress) -> None:
-        """Make-before-break, so the address is never absent: add on dst, re-point the
-        routes that went through src for this subnet, delete from src, then
-        drop packets queued behind a dead src."""
-        addr = act.address
-        src, dst = self.index(act.src), self.index(act.dst)
-        self._add(dst, addr, addr.network.prefixlen)
-        self._repoint_routes(addr, src, dst)
-        self._delete(src, addr, addr.network.prefixlen)
-        if act.src_failed:
-            self._flush_neighbours(src, addr.version)
-
-    def _repoint_routes(self, addr: Address, src: int, dst: int) -> None:
-        family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
-        for r in self.ipr.get_routes(family=family, oif=src):
-            gw = r.get_attr("RTA_GATEWAY")
-            table = r.get_attr("RTA_TABLE") or r["table"]
-            if gw is None or table == _TABLE_LOCAL or r["proto"] in (_RTPROT_KERNEL, _RTPROT_RA):
-                continue
-            gwip = ipaddress.ip_address(gw)
-            if not (gwip in addr.network or (gwip.version == 6 and gwip.is_link_local)):
-                continue
-            prefsrc = r.get_attr("RTA_PREFSRC")
-            if prefsrc is not None and ipaddress.ip_address(prefsrc) != addr.ip:
-                continue                     # it belongs to another address of src
-            dst_prefix = r["dst_len"]
-            spec = dict(dst=f"{r.get_attr('RTA_DST') or ('0.0.0.0' if family == socket.AF_INET else '::')}"
-                            f"/{dst_prefix}",
-                        family=family, table=table, gateway=gw, oif=dst, prefsrc=str(addr.ip),
-                        proto=r["proto"], scope=r["scope"], type=r["type"])
-            priority = r.get_attr("RTA_PRIORITY")
-            if priority is not None:
-                spec["priority"] = priority
-            self.ipr.route("replace", **spec)
-            log.info("route %s via %s moved from %s to %s with source %s", spec["dst"], gw,
-                     self.names.get(src), self.names.get(dst), addr.ip)
+    def release(self, ifname: str) -> None:
+        for idx, name in self.names.items():
+            if name == ifname:
+                self.routes.group_links.discard(idx)
 
     def _flush_neighbours(self, idx: int, version: int) -> None:
         family = socket.AF_INET if version == 4 else socket.AF_INET6

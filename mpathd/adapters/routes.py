@@ -18,13 +18,18 @@ Errors from the kernel surface as pyroute2's NetlinkError with the errno.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
 from typing import Iterable
 
+from pyroute2 import NetlinkError
 from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
                               nla, nla_string, nlmsg)
+
+from ..core.events import OwnedRoute, RouteKey as CoreRouteKey
 
 # Message types and the multicast group (include/uapi/linux/rtnetlink.h).
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
@@ -463,3 +468,206 @@ class KernelRoutes:
 
     def delete_route(self, key: RouteKey) -> None:
         self._request(_key_message(key), RTM_DELROUTE, _DELETE)
+
+
+# ------------------------------------------------- the core's route actions
+
+# Unicast routes only, and never the kernel's own: prefix routes (proto
+# kernel), router advertisements (proto ra) and redirects, the local table.
+_RTN_UNICAST, _TABLE_LOCAL = 1, 255
+_NOT_OWNED_PROTOCOLS = frozenset({1, 2, 9})          # redirect, kernel, ra
+_RT_SCOPE_UNIVERSE, _RT_SCOPE_LINK = 0, 253
+_RTPROT_STATIC = 4
+_RTAX = {name: kind for kind, name in RTAX_NAMES.items()}
+_RTAX_LOCK_MTU = 1 << RTAX_MTU
+_PREF = {"low": 3, "medium": 0, "high": 1}           # ICMPV6_ROUTER_PREF_*
+
+# The resilient group of every path: 128 buckets spread flows finely enough
+# over up to 8 NICs (16 buckets each); idle_timer 1 s and unbalanced_timer 0
+# (measured: a repaired NIC gets its share of new flows at once, and no busy
+# flow is ever forced over).
+RESILIENT = Resilient(buckets=128, idle_timer=1.0, unbalanced_timer=0.0)
+
+# Nexthop ids are one number space for every program on the host: mpathd
+# takes free ones from here up (the upper half, where `ip nexthop add` with
+# small ids never reaches).
+_FIRST_ID = 0x4D500000
+
+
+class RouteKeeper:
+    """Carries out the core's route actions with nexthop objects, and turns
+    the kernel's routes into the core's OwnedRoute. It keeps the ids it gave
+    to each path and to each (NIC, router) nexthop; it decides nothing."""
+
+    def __init__(self, ipr, names: dict[int, str]):
+        self.kr = KernelRoutes(ipr)
+        self.names = names                       # ifindex -> name, kept by the Kernel
+        self.group_links: set[int] = set()        # ifindexes of the group NICs
+        self.path_ids: dict = {}                  # PathKey -> group nexthop id
+        self.member_ids: dict[tuple[int, str], int] = {}   # (ifindex, gateway) -> nexthop id
+        self.members: dict[int, tuple[int, ...]] = {}      # group id -> member ids
+        self.ours: dict[int, Nexthop] = {}        # mpathd's nexthops in the kernel (from the last dump)
+        self._taken: set[int] = set()
+        self._declared: dict = {}                 # RouteConfig -> KernelRoute
+
+    # ----------------------------------------------------------- reading
+
+    def dump(self) -> tuple:
+        """Every route that leaves by a NIC, as the core's OwnedRoute (the
+        core keeps those of its groups). Read at start and after an event
+        queue overflow, never per event."""
+        every = self.kr.nexthops(protocol=None)
+        self._taken = {nh.id for nh in every}
+        self.ours = {nh.id: nh for nh in every if nh.protocol == RTPROT_MPATHD}
+        out = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for kr in self.kr.routes(family):
+                route = self.owned(kr)
+                if route is not None:
+                    out.append(route)
+        return tuple(out)
+
+    def owned(self, kr: KernelRoute):
+        """The core's view of a kernel route, or None if it is none of the
+        kinds mpathd may own (or leaves by no NIC it can tell)."""
+        if (kr.type != _RTN_UNICAST or kr.table == _TABLE_LOCAL or kr.protocol in _NOT_OWNED_PROTOCOLS
+                or kr.src_len or kr.multipath is not None or kr.via is not None):
+            return None
+        oif, gateway = kr.oif, kr.gateway
+        if kr.nhid is not None:
+            nh = self.ours.get(kr.nhid)
+            first = self.ours.get(nh.group[0][0]) if nh is not None and nh.group else nh
+            if first is None:
+                return None                        # another program's nexthop: not ours to move
+            oif, gateway = first.oif, first.gateway
+        home = self.names.get(oif)                 # type: ignore[arg-type]
+        if home is None:
+            return None
+        return OwnedRoute(self.key_of(kr), None if gateway is None else ipaddress.ip_address(gateway),
+                          home, None if kr.prefsrc is None else ipaddress.ip_address(kr.prefsrc), kr)
+
+    @staticmethod
+    def key_of(kr: KernelRoute) -> CoreRouteKey:
+        fam = 4 if kr.family == socket.AF_INET else 6
+        dst = ipaddress.ip_network(f"{kr.dst or ('0.0.0.0' if fam == 4 else '::')}/{kr.dst_len}")
+        return CoreRouteKey(fam, kr.table, dst, kr.tos, kr.priority or 0)
+
+    def concerns(self, oif: int | None, nhid: int | None) -> bool:
+        """Might a route event be about a route of the groups? (Filtered
+        before it is decoded: other NICs' routes cost nothing more.)"""
+        return oif in self.group_links or (nhid is not None and nhid in self.members)
+
+    def link_gone(self, index: int) -> None:
+        """The kernel deleted the NIC's nexthops with it."""
+        self.group_links.discard(index)
+        for key in [k for k in self.member_ids if k[0] == index]:
+            del self.member_ids[key]
+
+    # ----------------------------------------------------------- writing
+
+    def _free_id(self) -> int:
+        used = self._taken | set(self.members) | set(self.member_ids.values())
+        nhid = _FIRST_ID
+        while nhid in used:
+            nhid += 1
+        self._taken.add(nhid)
+        return nhid
+
+    def set_path(self, path, members: tuple[tuple[str, int], ...]) -> None:
+        """One nexthop per member (re-made each time: the kernel deletes a
+        NIC's nexthops when it loses its carrier), then the group: members
+        + 1 requests, whatever the number of routes on the path."""
+        family = socket.AF_INET if path.family == 4 else socket.AF_INET6
+        gw = str(path.gateway)
+        ids = []
+        for _, index in members:
+            key = (index, gw)
+            if key not in self.member_ids:
+                self.member_ids[key] = self._free_id()
+            # on the group's link: valid whether or not the NIC has a prefix route
+            self.kr.set_nexthop(self.member_ids[key], family, index, gw,
+                                onlink=not path.gateway.is_link_local)
+            ids.append(self.member_ids[key])
+        if path not in self.path_ids:
+            self.path_ids[path] = self._free_id()
+        gid = self.path_ids[path]
+        self.kr.set_group(gid, [(i, 1) for i in ids], RESILIENT)
+        self.members[gid] = tuple(ids)
+
+    def drop_path(self, path) -> None:
+        gid = self.path_ids.pop(path, None)
+        if gid is None:
+            return
+        self.members.pop(gid, None)
+        self._delete(gid)
+        still = {i for ids in self.members.values() for i in ids}
+        for key, nhid in list(self.member_ids.items()):
+            if nhid not in still:
+                del self.member_ids[key]
+                self._delete(nhid)
+
+    def _delete(self, nhid: int) -> None:
+        try:
+            self.kr.delete_nexthop(nhid)
+        except NetlinkError as e:
+            if e.code != errno.ENOENT:
+                raise
+        self._taken.discard(nhid)
+
+    def _kernel_route(self, route) -> KernelRoute:
+        spec = route.spec
+        if isinstance(spec, KernelRoute):
+            return spec
+        if spec not in self._declared:
+            self._declared[spec] = _declared_route(spec)
+        return self._declared[spec]
+
+    def install(self, route, path, members: tuple[tuple[str, int], ...]) -> None:
+        kr = self._kernel_route(route)
+        if path.gateway is None:
+            self.kr.install(kr.via_gateway(None, members[0][1]))
+        else:
+            self.kr.install(kr.via_nexthop(self.path_ids[path]))
+
+    def restore(self, route, index: int) -> None:
+        kr = self._kernel_route(route)
+        self.kr.install(kr.via_gateway(None if route.gateway is None else str(route.gateway), index,
+                                       onlink=kr.onlink))
+
+    def delete(self, route) -> None:
+        try:
+            self.kr.delete_route(self._kernel_route(route).key)
+        except NetlinkError as e:
+            if e.code != errno.ESRCH:
+                raise
+
+    def collect_garbage(self) -> int:
+        """Delete mpathd's nexthops that no path of this run uses (left by an
+        earlier run: its routes were re-pointed at start). Groups first, then
+        their members. Returns how many were deleted."""
+        mine = set(self.members) | set(self.member_ids.values())
+        stale = sorted((nh for nid, nh in self.ours.items() if nid not in mine),
+                       key=lambda nh: not nh.group)
+        for nh in stale:
+            self._delete(nh.id)
+        self.ours = {}
+        return len(stale)
+
+
+def _declared_route(cfg) -> KernelRoute:
+    """The kernel route of a `routes:` entry of groups.yaml, in mpathd's own
+    protocol so that `ip route` says whose it is."""
+    family = socket.AF_INET if cfg.dst.version == 4 else socket.AF_INET6
+    attrs = dict(cfg.attrs)
+    metrics = [(_RTAX[name], attrs[name]) for name in ("mtu", "advmss", "initcwnd", "initrwnd", "hoplimit")
+               if name in attrs]
+    if attrs.get("mtu_lock"):
+        metrics.insert(0, (RTAX_LOCK, _RTAX_LOCK_MTU))
+    return KernelRoute(family=family, table=cfg.table,
+                       dst=None if cfg.dst.prefixlen == 0 else str(cfg.dst.network_address),
+                       dst_len=cfg.dst.prefixlen, src=None, src_len=0, tos=0, priority=cfg.metric,
+                       protocol=RTPROT_MPATHD,
+                       scope=_RT_SCOPE_UNIVERSE if cfg.via is not None else _RT_SCOPE_LINK,
+                       type=_RTN_UNICAST, flags=RTNH_F_ONLINK if attrs.get("onlink") else 0,
+                       pref=_PREF[attrs["pref"]] if "pref" in attrs else None,
+                       prefsrc=None if cfg.src is None else str(cfg.src), metrics=tuple(metrics))

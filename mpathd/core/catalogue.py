@@ -57,6 +57,10 @@ class Kind(enum.StrEnum):
     ADDRESS_RESTORED = "address_restored", "a managed address deleted by another program is put back"
     DUPLICATE_REMOVED = "duplicate_removed", "a second copy of a data address is removed"
     WRONG_PREFIX = "wrong_prefix", "a managed address with another prefix is replaced"
+    # routes
+    ROUTES_MOVED = "routes_moved", "the routes through a router, or a route, now leave by other NICs"
+    ROUTE_ADOPTED = "route_adopted", "another program added a route through a group NIC; mpathd owns it"
+    ROUTE_DELETED = "route_deleted", "another program deleted an owned route"
     # operator and daemon
     OFFLINE = "offline", "an operator took a NIC offline"
     ONLINE = "online", "an operator brought a NIC online"

@@ -7,12 +7,62 @@ never decide anything. Addresses are ipaddress interface objects
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..config import IP, Address, Config
 from .catalogue import Kind
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+TABLE_MAIN = 254
+
+
+# ------------------------------------------------------------------ routes
+
+class RouteKey(NamedTuple):
+    """How the kernel tells one route from another: two routes with the same
+    key are one route, replaced in place."""
+    family: int                # 4 or 6
+    table: int
+    dst: Network
+    tos: int
+    priority: int              # the metric
+
+
+@dataclass(frozen=True)
+class OwnedRoute:
+    """A route that leaves by a group's NICs, as mpathd keeps it."""
+    key: RouteKey
+    gateway: IP | None          # the router; None for a route straight onto the link
+    home: str | None            # the NIC it was learned on or declared for; None: any
+    prefsrc: IP | None = None   # only if the kernel or the operator had one
+    spec: object = None         # every other attribute, opaque to the core: the
+                                # adapter's record of the kernel's route, or the
+                                # RouteConfig of a declared one
+    declared: bool = False      # from groups.yaml: put back if another program deletes it
+
+    @property
+    def family(self) -> int:
+        return self.key.family
+
+    def describe(self) -> str:
+        k = self.key
+        dst = "default" if k.dst.prefixlen == 0 else str(k.dst)
+        via = f" via {self.gateway}" if self.gateway is not None else ""
+        table = "" if k.table == TABLE_MAIN else f" table {k.table}"
+        metric = f" metric {k.priority}" if k.priority else ""
+        return f"{dst}{via}{table}{metric}"
+
+
+class PathKey(NamedTuple):
+    """A way out of a group: one kernel nexthop group for the routes through
+    one router (gateway), or for a route without a router one NIC."""
+    group: str
+    family: int
+    gateway: IP | None
+    home: str | None            # None: spread over the active NICs
 
 
 # ------------------------------------------------------------------ events
@@ -29,17 +79,21 @@ class LinkInfo:
 
 @dataclass(frozen=True)
 class Started:
-    """The kernel's state at start-up: every link and every address."""
+    """The kernel's state at start-up: every link, every address, and every
+    route that leaves by a NIC (the core keeps those of its groups)."""
     links: tuple[LinkInfo, ...]
     addresses: tuple[tuple[str, Address], ...]
+    routes: tuple[OwnedRoute, ...] = ()
 
 
 @dataclass(frozen=True)
 class Resynced:
     """A fresh dump of the kernel's state, after netlink overflowed or an
-    action failed: the core re-learns where every address really is."""
+    action failed: the core re-learns where every address really is. After
+    an overflow the routes are read again too (None: not read)."""
     links: tuple[LinkInfo, ...]
     addresses: tuple[tuple[str, Address], ...]
+    routes: tuple[OwnedRoute, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,16 +122,19 @@ class AddressRemoved:
 
 
 @dataclass(frozen=True)
-class Route:
-    family: int                # 4 or 6
-    dst: str                   # network, e.g. "0.0.0.0/0"
-    gateway: str | None
+class RouteAdded:
+    """Another program added or replaced a route that leaves by a group NIC
+    (a network manager re-adding its default route, say)."""
+    route: OwnedRoute
 
 
 @dataclass(frozen=True)
-class RoutesChanged:
-    """The kernel's routes, after any change (probe targets come from them)."""
-    routes: tuple[Route, ...]
+class RouteRemoved:
+    """A route that left by a group NIC, or by one of mpathd's paths, is
+    gone: deleted by another program, or by the kernel itself (by_kernel:
+    a device set down or removed, an address gone)."""
+    key: RouteKey
+    by_kernel: bool
 
 
 class ProbeReply(NamedTuple):
@@ -128,7 +185,8 @@ class ActionFailed:
 
 
 Event = (Started | Resynced | LinkChanged | LinkRemoved | AddressAdded | AddressRemoved
-         | RoutesChanged | ProbeReply | Tick | ConfigReloaded | Offline | Online | ActionFailed)
+         | RouteAdded | RouteRemoved | ProbeReply | Tick | ConfigReloaded | Offline | Online
+         | ActionFailed)
 
 
 # ----------------------------------------------------------------- actions
@@ -142,6 +200,7 @@ class PrepareInterface:
     mac: str | None
     addresses: tuple[Address, ...]
     neigh_retrans_ms: int      # how often the kernel re-asks for an unresolved neighbour
+    spreading: bool = False    # its group spreads flows: hash them by port (L4), not by address
 
 
 @dataclass(frozen=True)
@@ -159,17 +218,50 @@ class AddAddress:
 
 @dataclass(frozen=True)
 class RemoveAddress:
+    """Delete an address. The second half of a move (make-before-break) names
+    the NIC it moved to: if adding it there failed, it is not deleted."""
     ifname: str
     address: Address
+    moved_to: str | None = None
+    flush_neighbours: bool = False   # src failed: drop the packets queued behind it
 
 
 @dataclass(frozen=True)
-class MoveAddress:
-    """Make-before-break: add on dst, re-point routes, delete from src."""
-    address: Address
-    src: str
-    dst: str
-    src_failed: bool           # flush src's neighbour queue (packets stuck behind a dead NIC)
+class SetPath:
+    """Make the path's kernel nexthop group hold exactly these members
+    (NIC name, ifindex), creating the per-NIC nexthops it needs."""
+    path: PathKey
+    members: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class DropPath:
+    """No owned route uses the path any more: delete its nexthop group."""
+    path: PathKey
+
+
+@dataclass(frozen=True)
+class InstallRoute:
+    """Replace the route in the kernel so that it leaves by the path (a path
+    without a router: straight out of its one member)."""
+    route: OwnedRoute
+    path: PathKey
+    members: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class RestoreRoute:
+    """Give a learned route back as a plain route through one NIC: it left
+    mpathd's care (its NIC or its group left the configuration)."""
+    route: OwnedRoute
+    ifname: str
+    index: int
+
+
+@dataclass(frozen=True)
+class DeleteRoute:
+    """A declared route that left the configuration."""
+    route: OwnedRoute
 
 
 @dataclass(frozen=True)
@@ -225,7 +317,9 @@ class StateChanged:
     summary: str = field(default="")
 
 
-Action = (PrepareInterface | ReleaseInterface | AddAddress | RemoveAddress | MoveAddress
-          | Announce | StartProbing | StopProbing | SendProbe | Log | Refused | StateChanged)
+RouteAction = SetPath | DropPath | InstallRoute | RestoreRoute | DeleteRoute
+
+Action = (PrepareInterface | ReleaseInterface | AddAddress | RemoveAddress | Announce
+          | StartProbing | StopProbing | SendProbe | Log | Refused | StateChanged | RouteAction)
 
 ERR, WARNING, INFO = logging.ERROR, logging.WARNING, logging.INFO

@@ -43,11 +43,13 @@ from . import detect, policy, targets, timing
 from .catalogue import Kind
 from .detect import Fdt, Health, LinkWatcher
 from .ledger import Ledger
-from .events import (ERR, INFO, Action, ActionFailed, AddAddress, AddressAdded,
-                     AddressRemoved, Announce, ConfigReloaded, Event, LinkChanged, LinkInfo,
-                     LinkRemoved, Log, MoveAddress, Offline, Online, PrepareInterface, ProbeReply,
-                     Refused, ReleaseInterface, RemoveAddress, Resynced, RoutesChanged, SendProbe,
-                     Started, StartProbing, StateChanged, StopProbing, Tick)
+from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
+                     AddressRemoved, Announce, ConfigReloaded, DeleteRoute, DropPath, Event,
+                     InstallRoute, LinkChanged, LinkInfo, LinkRemoved, Log, Offline, Online,
+                     OwnedRoute, PrepareInterface, ProbeReply, Refused, ReleaseInterface,
+                     RemoveAddress, RestoreRoute, Resynced, RouteAdded, RouteRemoved, SendProbe,
+                     SetPath, Started, StartProbing, StateChanged, StopProbing, Tick)
+from .routes import GroupView, RouteLedger, declared
 from .probe import KIND_DISCOVERY, Prober
 from .reports import summary
 from .states import GroupState, LinkState, NicState, ProbeState
@@ -140,13 +142,14 @@ class Core:
     def __init__(self, config: Config, rng: random.Random | None = None):
         self.now = 0.0                      # the time of the event being handled
         self.rng = rng or random.Random()
-        self.routes: tuple = ()
+        self.routes = RouteLedger()
         self._dirty = True
         self.config = config
         self.groups: list[Group] = []
         self.nics: dict[str, Nic] = {}
         self._out: list[Action] = []
-        self.ledger = Ledger(lambda action: self._out.append(action))
+        self._retire: list[RemoveAddress] = []        # second halves of this settle's moves
+        self.ledger = Ledger(self._emit)
         self._summary = ""
         self.started = False
         # TRACK_INTERFACES_ONLY_WITH_GROUPS=no: every other NIC joins the
@@ -198,6 +201,21 @@ class Core:
         self._group_by_nic = {n.name: g for g in self.groups for n in g.nics}
         self.ledger.rebuild(self.groups, self.nics)
         self._stranded: set[Address] = set()
+        decl = {}
+        for g in self.groups:
+            home = g.nics[0].name if len(g.nics) == 1 else None
+            for rc in g.cfg.routes:
+                r = declared(rc, home)
+                decl[r.key] = (r, g.name)
+        for r in self.routes.declare(decl):
+            self._out.append(DeleteRoute(r))
+
+    def _emit(self, action: Action) -> None:
+        """Every action goes out here; removing an address may make the
+        kernel drop routes, which the route ledger then puts back."""
+        if isinstance(action, RemoveAddress):
+            self.routes.address_gone(action.ifname, action.address.ip)
+        self._out.append(action)
 
     def _log(self, level: int, text: str, kind: Kind, group: str | None = None,
              ifname: str | None = None) -> None:
@@ -227,6 +245,9 @@ class Core:
         probe socket to retry, a flap hold to end. Read on every turn of the
         daemon's loop, so one pass."""
         times = [d for n in [*self.nics.values(), *self.anon.nics] if (d := n.health.deadline()) is not None]
+        retry = self.routes.next_retry()
+        if retry is not None:
+            times.append(retry)
         return min(times) if times else None
 
     # ------------------------------------------------------------ events
@@ -243,7 +264,7 @@ class Core:
             case Started():
                 self._start(event)
             case Resynced():
-                self._resync(event.links, event.addresses)
+                self._resync(event.links, event.addresses, event.routes)
             case LinkChanged():
                 self._link_changed(event.link)
             case LinkRemoved():
@@ -252,13 +273,21 @@ class Core:
                 self.ledger.added(event.ifname, event.address)
             case AddressRemoved():
                 nic = self.nics.get(event.ifname)
+                self.routes.address_gone(event.ifname, event.address.ip)
                 self.ledger.removed(event.ifname, event.address, self.group_of(nic).name if nic else "")
-            case RoutesChanged():
-                self.routes = event.routes
+            case RouteAdded():
+                self._route_added(event.route)
+            case RouteRemoved():
+                self._route_removed(event.key, event.by_kernel)
             case ActionFailed():
                 self._log(ERR, f"could not carry out {event.action}: {event.error}", Kind.ACTION_FAILED)
-                if isinstance(event.action, StartProbing):
-                    self._probe_start_failed(event.action)
+                match event.action:
+                    case StartProbing():
+                        self._probe_start_failed(event.action)
+                    case SetPath():
+                        self.routes.refused(event.action.path, self.now)
+                    case InstallRoute() | RestoreRoute():
+                        self.routes.refused(event.action.route.key, self.now)
             case ConfigReloaded():
                 self._reload(event)
             case Offline():
@@ -286,6 +315,7 @@ class Core:
         self.track_all = not new.defaults.track_only_groups
         self.anon.nics = []             # rebuilt from the kernel's links by the Resynced that follows
         self._build(new, old_nics, old_groups)
+        self._regroup_routes(old_nics)
         changes += [f"{n} added to group {nic.cfg.group}" for n, nic in self.nics.items()
                     if n not in old_nics]
         for name, old in old_nics.items():
@@ -412,6 +442,7 @@ class Core:
             if nic is not None:
                 self._attach(nic, link)
         observed = self.ledger.learn(ev.addresses)
+        self._learn_routes(ev.routes)
         for nic in [*self.nics.values(), *self.anon.nics]:
             # Not working at start: failed before any activation is decided.
             # A missing NIC is reported when its addresses are placed.
@@ -441,7 +472,8 @@ class Core:
                     policy.transition_to_running(g.nics, nic, repair=False, failback=failback)
             policy.ensure_one_active(g.nics)
 
-    def _resync(self, links: Iterable[LinkInfo], addresses: Iterable[tuple[str, Address]]) -> None:
+    def _resync(self, links: Iterable[LinkInfo], addresses: Iterable[tuple[str, Address]],
+                routes: Iterable[OwnedRoute] | None = None) -> None:
         by_name = {link.name: link for link in links}
         for nic in [*self.nics.values(), *self.anon.nics]:
             if nic.name not in by_name and nic.present:
@@ -449,6 +481,79 @@ class Core:
         for link in by_name.values():
             self._link_changed(link)
         self.ledger.learn(addresses)
+        if routes is not None:
+            self._learn_routes(routes)
+
+    # ------------------------------------------------------------ routes
+
+    def _learn_routes(self, routes: Iterable[OwnedRoute]) -> None:
+        """The kernel's routes, read whole (at start, after an overflow):
+        keep those of the groups and believe nothing of their form, so that
+        the next settle puts every one on its path (a route already there is
+        replaced by itself)."""
+        self.routes.paths.clear()
+        self.routes.installed.clear()
+        for route in routes:
+            g = self._group_by_nic.get(route.home)     # type: ignore[arg-type]
+            if g is not None:
+                self.routes.learn(route, g.name)
+
+    def _route_added(self, route: OwnedRoute) -> None:
+        g = self._group_by_nic.get(route.home)         # type: ignore[arg-type]
+        if g is not None and self.routes.learn(route, g.name):
+            self._log(INFO, f"route {route.describe()} added on {route.home}; leaving by "
+                            f"the active interfaces of group {g.name}", Kind.ROUTE_ADOPTED, g.name, route.home)
+
+    def _route_removed(self, key, by_kernel: bool) -> None:
+        if by_kernel:
+            self.routes.installed.pop(key, None)      # the kernel dropped it: put it back
+            return
+        route = self.routes.removed(key)
+        if route is not None:
+            group = self.routes.group_of.get(key)
+            self._log(WARNING, f"route {route.describe()} was deleted by another program; "
+                      + ("putting it back (it is in the configuration)" if route.declared
+                         else "forgetting it"), Kind.ROUTE_DELETED, group, route.home)
+
+    def _route_views(self) -> list[GroupView]:
+        where = self.ledger.where
+
+        def holder(home: str, family: int) -> str | None:
+            nic = self.nics.get(home)
+            return next((where[a] for a in nic.cfg.data if a.version == family and where[a]), None) if nic else None
+
+        return [GroupView(g.name, g.cfg.spreading,
+                          tuple((n.name, n.index) for n in g.nics if n.active and n.present),  # type: ignore[misc]
+                          holder) for g in self.groups]
+
+    def _reconcile_routes(self, views: list[GroupView]) -> None:
+        """The route actions that follow the placement, each path change
+        logged once: `routes via 192.0.2.1 of group ipmp0 leave by eth1`."""
+        for action in self.routes.reconcile(views, self.now):
+            self._out.append(action)
+            match action:
+                case SetPath(path=p, members=m):
+                    self._log(INFO, f"routes via {p.gateway} of group {p.group} leave by "
+                                    f"{', '.join(n for n, _ in m)}", Kind.ROUTES_MOVED, p.group, m[0][0])
+                case InstallRoute(route=r, path=p, members=m) if p.gateway is None:
+                    self._log(INFO, f"route {r.describe()} of group {p.group} leaves by {m[0][0]}",
+                              Kind.ROUTES_MOVED, p.group, m[0][0])
+
+    def _regroup_routes(self, old_nics: dict[str, Nic]) -> None:
+        """After a reload: a learned route whose NIC left every group is given
+        back to that NIC as a plain route; one whose NIC changed group
+        follows it."""
+        for key, route in list(self.routes.routes.items()):
+            if route.declared:
+                continue
+            g = self._group_by_nic.get(route.home)        # type: ignore[arg-type]
+            if g is not None:
+                self.routes.group_of[key] = g.name
+                continue
+            self.routes.drop(key)
+            old = old_nics.get(route.home)                 # type: ignore[arg-type]
+            if old is not None and old.present:
+                self._out.append(RestoreRoute(route, old.name, old.index))  # type: ignore[arg-type]
 
     def _attach(self, nic: Nic, link: LinkInfo) -> tuple[LinkState | None, bool]:
         """Record a NIC's link; return the change of its carrier (UP, DOWN or
@@ -467,7 +572,8 @@ class Core:
 
     def _prepare(self, nic: Nic, g: Group) -> PrepareInterface:
         return PrepareInterface(nic.name, nic.index, nic.mac, tuple(g.home()),  # type: ignore[arg-type]
-                                timing.neigh_retrans_ms(round(g.fdt.configured * 1000)))
+                                timing.neigh_retrans_ms(round(g.fdt.configured * 1000)),
+                                spreading=g.cfg.spreading)
 
     def _detach(self, nic: Nic) -> None:
         """The device is gone and took its addresses with it."""
@@ -475,6 +581,7 @@ class Core:
         nic.health.link = LinkWatcher()
         nic.health.must_repair()
         self.ledger.gone(nic.name)
+        self.routes.forget(nic.name)
         self._out.append(ReleaseInterface(nic.name))
 
     def _link_changed(self, link: LinkInfo) -> None:
@@ -491,6 +598,7 @@ class Core:
             nic.fresh = True
         change, held = self._attach(nic, link)
         if change == LinkState.DOWN:
+            self.routes.forget(nic.name)          # the kernel deleted the nexthops on it
             self._log(ERR, f"The link has gone down on {nic.name}", Kind.LINK_DOWN, group, nic.name)
         elif change == LinkState.UP:
             self._log(ERR, f"The link has come up on {nic.name}", Kind.LINK_UP, group, nic.name)
@@ -516,6 +624,9 @@ class Core:
         for nic in [*self.nics.values(), *self.anon.nics]:
             if nic.health.tick(now):
                 self._dirty = True
+        retry = self.routes.next_retry()
+        if retry is not None and retry <= now:
+            self._dirty = True
         for g in self.groups:
             for nic in g.nics:
                 due = False
@@ -640,6 +751,15 @@ class Core:
             policy.ensure_one_active(g.nics)
             self._place(g)
             self._refresh_group_state(g)
+        # Announce first, then the routes, then the old copies go (whose
+        # removal may make the kernel drop routes the second pass restores).
+        views = self._route_views()
+        self._reconcile_routes(views)
+        for action in self._retire:
+            self._emit(action)
+        if self._retire:
+            self._retire = []
+            self._reconcile_routes(views)
         self._install_test_addresses()
         self._assign_targets()
         for nic in self.nics.values():
@@ -662,11 +782,10 @@ class Core:
                 continue
             if cur == want:
                 continue
-            if cur is None:
-                self._out.append(AddAddress(want, addr))
-            else:
-                self._out.append(MoveAddress(addr, cur, want, src_failed=self._broken(cur)))
+            self._out.append(AddAddress(want, addr))
             self._out.append(Announce(want, addr))
+            if cur is not None:
+                self._retire.append(RemoveAddress(cur, addr, moved_to=want, flush_neighbours=self._broken(cur)))
             where[addr] = want
             moves[(cur, want)].append(addr)
         for (src, dst), addrs in moves.items():
@@ -748,7 +867,7 @@ class Core:
                 probers = [p for m in g.nics for f, p in m.health.probers.items() if f == fam]
                 if not probers:
                     continue
-                mode, addrs = targets.choose(g.cfg, fam, self.routes, self.ledger.own)
+                mode, addrs = targets.choose(g.cfg, fam, self.routes.of_group(g.name), self.ledger.own)
                 for p in probers:
                     if mode != "multicast" or p.mode != "multicast":
                         if (p.mode, [t.addr for t in p.targets]) != (mode, addrs):

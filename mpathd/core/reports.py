@@ -82,9 +82,11 @@ def status(core: Core, now: float) -> dict:
                     "targets": [str(t.addr) for t in p.active_targets(now)] if p.running else [],
                     "rtt": {str(t.addr): {"avg_ms": _ms(t.rtt.avg), "dev_ms": _ms(t.rtt.dev)}
                             for t in p.targets if t.rtt.avg is not None}})
+        active = [n.name for n in g.nics if n.active]
         for addr, home in g.home().items():
-            addresses.append({"address": str(addr), "group": g.name, "home": home,
-                              "interface": core.ledger.where[addr]})
+            holder = core.ledger.where[addr]
+            addresses.append({"address": str(addr), "group": g.name, "home": home, "interface": holder,
+                              "outbound": active if g.cfg.spreading else [holder] if holder else []})
     for n in core.anon.nics:
         interfaces.append({
             "name": n.name, "group": None, "state": n.state(), "active": n.functioning,
@@ -93,5 +95,19 @@ def status(core: Core, now: float) -> dict:
         target_rows.append({"interface": n.name, "family": None, "mode": "disabled",
                             "testaddr": None, "targets": []})
     return {"groups": groups, "interfaces": interfaces, "addresses": addresses,
-            "targets": target_rows, "probes": probes(core, now),
+            "targets": target_rows, "routes": routes(core), "probes": probes(core, now),
             "summary": summary(core.groups)}
+
+
+def routes(core: Core) -> list[dict]:
+    """Every owned route and the NICs it leaves by, as mpathd installed it."""
+    led = core.routes
+    rows = []
+    for key, r in led.routes.items():
+        path = led.installed.get(key)
+        rows.append({"route": r.describe(), "family": key.family, "group": led.group_of[key],
+                     "table": key.table, "metric": key.priority,
+                     "gateway": str(r.gateway) if r.gateway is not None else None, "home": r.home,
+                     "declared": r.declared,
+                     "interfaces": [n for n, _ in led.paths.get(path, ())] if path else []})
+    return rows

@@ -31,96 +31,14 @@ routes and never to the size of the routing table.
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple
 
-from ..config import IP
+from ..config import IP, RouteConfig
+from .events import (DropPath, InstallRoute, OwnedRoute, PathKey, RouteAction, RouteKey, SetPath)
+from . import timing
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-TABLE_MAIN = 254
-
-
-class RouteKey(NamedTuple):
-    """How the kernel tells one route from another: two routes with the same
-    key are one route, replaced in place."""
-    family: int
-    table: int
-    dst: Network
-    tos: int
-    priority: int
-
-
-@dataclass(frozen=True)
-class OwnedRoute:
-    key: RouteKey
-    gateway: IP | None          # the router; None for a route straight onto the link
-    home: str | None            # the NIC it was learned on or declared for; None: any
-    prefsrc: IP | None = None   # kept only if the kernel or the operator had one
-    attrs: tuple = ()           # every other attribute, (name, value) pairs, kept exactly
-    declared: bool = False      # from groups.yaml: put back if another program deletes it
-
-    @property
-    def family(self) -> int:
-        return self.key.family
-
-    def describe(self) -> str:
-        k = self.key
-        dst = "default" if k.dst.prefixlen == 0 else str(k.dst)
-        via = f" via {self.gateway}" if self.gateway is not None else ""
-        table = "" if k.table == TABLE_MAIN else f" table {k.table}"
-        metric = f" metric {k.priority}" if k.priority else ""
-        return f"{dst}{via}{table}{metric}"
-
-
-class PathKey(NamedTuple):
-    """One kernel nexthop group, or for a route without a router one NIC."""
-    group: str
-    family: int
-    gateway: IP | None
-    home: str | None            # None: spread over the active NICs
-
-
-@dataclass(frozen=True)
-class SetPath:
-    """Make the path's kernel nexthop group hold exactly these members
-    (NIC name, ifindex), creating the per-NIC nexthops it needs."""
-    path: PathKey
-    members: tuple[tuple[str, int], ...]
-
-
-@dataclass(frozen=True)
-class DropPath:
-    """No owned route uses the path any more: delete its nexthop group."""
-    path: PathKey
-
-
-@dataclass(frozen=True)
-class InstallRoute:
-    """Replace the route in the kernel so that it leaves by the path (for a
-    path without a router: straight out of its one member)."""
-    route: OwnedRoute
-    path: PathKey
-    members: tuple[tuple[str, int], ...]
-
-
-@dataclass(frozen=True)
-class RestoreRoute:
-    """Give the route back as a plain route through one NIC: the route left
-    mpathd's care (its NIC or group left the configuration)."""
-    route: OwnedRoute
-    ifname: str
-    index: int
-
-
-@dataclass(frozen=True)
-class DeleteRoute:
-    """A declared route removed from the configuration."""
-    route: OwnedRoute
-
-
-RouteAction = SetPath | DropPath | InstallRoute | RestoreRoute | DeleteRoute
+Members = tuple[tuple[str, int], ...]
+_IN_FLIGHT = float("inf")        # a retry sent, its outcome not yet known
 
 
 class GroupView(NamedTuple):
@@ -150,72 +68,139 @@ def members_of(path: PathKey, group: GroupView) -> tuple[tuple[str, int], ...] |
     return group.active[:1]
 
 
+def declared(cfg: RouteConfig, home: str | None) -> OwnedRoute:
+    """The owned route of a `routes:` entry of groups.yaml."""
+    key = RouteKey(cfg.dst.version, cfg.table, cfg.dst, 0, cfg.metric)
+    return OwnedRoute(key, cfg.via, cfg.dev or home, cfg.src, cfg, declared=True)
+
+
 class RouteLedger:
-    """The routes of every group, and what mpathd believes the kernel has."""
+    """The routes of every group, and what mpathd believes the kernel has.
+
+    `paths` and `installed` are beliefs: what the last actions made the
+    kernel hold. When the kernel may have dropped something on its own,
+    the belief is dropped (forget, address_gone) and the next reconcile puts
+    it back. An action the kernel refused is tried again after a back-off
+    that doubles from ROUTE_RETRY_S up to ROUTE_RETRY_MAX_S, so that a route
+    the kernel keeps refusing costs one request per back-off, not one per
+    event.
+    """
 
     def __init__(self) -> None:
         self.routes: dict[RouteKey, OwnedRoute] = {}
         self.group_of: dict[RouteKey, str] = {}
-        self.paths: dict[PathKey, tuple[tuple[str, int], ...]] = {}   # believed members
-        self.installed: dict[RouteKey, PathKey] = {}                  # believed route -> path
+        self.paths: dict[PathKey, Members] = {}          # believed members
+        self.installed: dict[RouteKey, PathKey] = {}     # believed route -> path
+        self._retry: dict[RouteKey | PathKey, tuple[float, float]] = {}   # -> (due, back-off)
 
     def of_group(self, group: str) -> list[OwnedRoute]:
         return [r for k, r in self.routes.items() if self.group_of[k] == group]
 
-    def learn(self, route: OwnedRoute, group: str, ours: PathKey | None = None) -> bool:
-        """Take a route the kernel has (or the configuration declares); return
-        True if it is new or changed. `ours`: the kernel already has it on
-        this path of mpathd's (adopted after a restart)."""
+    # ------------------------------------------------ what the kernel says
+
+    def learn(self, route: OwnedRoute, group: str) -> bool:
+        """Take a route another program added (or the kernel had at start);
+        return True if it is new or changed. A declared route keeps its
+        declaration: the kernel's copy only tells it is there."""
         old = self.routes.get(route.key)
-        if old is not None and old.declared and not route.declared:
-            route = OwnedRoute(route.key, old.gateway, old.home, old.prefsrc, old.attrs, True)
+        if old is not None and old.declared:
+            self.installed.pop(route.key, None)         # someone replaced ours: put ours back
+            return True
         changed = old != route or self.group_of.get(route.key) != group
         self.routes[route.key] = route
         self.group_of[route.key] = group
-        if ours is not None:
-            self.installed[route.key] = ours
-        elif changed or old is None:
-            self.installed.pop(route.key, None)      # the kernel has it in another form
+        self.installed.pop(route.key, None)             # the kernel has it in its own form
         return changed
+
+    def declare(self, routes: dict[RouteKey, tuple[OwnedRoute, str]]) -> list[OwnedRoute]:
+        """Take the declared routes of a (new) configuration; return the
+        declared routes that are no longer declared."""
+        gone = [r for k, r in self.routes.items() if r.declared and k not in routes]
+        for r in gone:
+            self.drop(r.key)
+        for key, (route, group) in routes.items():
+            if self.routes.get(key) != route or self.group_of.get(key) != group:
+                self.routes[key], self.group_of[key] = route, group
+                self.installed.pop(key, None)
+        return gone
 
     def removed(self, key: RouteKey) -> OwnedRoute | None:
         """Another program deleted the route. A learned route is forgotten
-        (the operator meant it); a declared one is kept, to be put back."""
+        (the operator meant it); a declared one is put back."""
         route = self.routes.get(key)
         if route is None:
             return None
         self.installed.pop(key, None)
         if not route.declared:
-            del self.routes[key]
-            del self.group_of[key]
+            self.drop(key)
         return route
 
     def drop(self, key: RouteKey) -> OwnedRoute | None:
         self.installed.pop(key, None)
         self.group_of.pop(key, None)
+        self._retry.pop(key, None)
         return self.routes.pop(key, None)
 
-    def forget(self, ifname: str | None = None, path: PathKey | None = None) -> None:
-        """The kernel may have flushed what goes through `ifname` (or the
-        path itself): believe nothing of it, so that reconcile re-asserts."""
-        lost = {p for p, members in self.paths.items()
-                if p == path or (ifname is not None and any(n == ifname for n, _ in members))}
-        for p in lost:
-            del self.paths[p]
+    def forget(self, ifname: str) -> None:
+        """The NIC lost its carrier, was set down or removed: the kernel
+        deleted its nexthops, so every path lost it as a member; a path that
+        had no other member was deleted with the routes on it, and the plain
+        routes through the NIC may be gone."""
+        for path, members in list(self.paths.items()):
+            if not any(n == ifname for n, _ in members):
+                continue
+            rest = tuple(m for m in members if m[0] != ifname)
+            if rest and path.gateway is not None:
+                self.paths[path] = rest
+                continue
+            del self.paths[path]
+            for k, p in list(self.installed.items()):
+                if p == path:
+                    del self.installed[k]
+
+    def address_gone(self, ifname: str, ip: IP) -> None:
+        """An address left `ifname`. The kernel deletes the routes whose
+        source it was when it is no longer local, and an IPv4 NIC's plain
+        routes with its last address: put them back (replacing a route that
+        is still there changes nothing)."""
         for k, p in list(self.installed.items()):
-            if p in lost:
+            route = self.routes[k]
+            if route.prefsrc == ip or (p.gateway is None and ip.version == 4
+                                       and any(n == ifname for n, _ in self.paths.get(p, ()))):
                 del self.installed[k]
 
-    def forget_route(self, key: RouteKey) -> None:
-        self.installed.pop(key, None)
+    def refused(self, what: RouteKey | PathKey, now: float) -> None:
+        """The kernel refused the action for a route or a path: believe it
+        is not there, and try again after the back-off."""
+        _, backoff = self._retry.get(what, (0.0, timing.ROUTE_RETRY_S / 2))
+        backoff = min(backoff * 2, timing.ROUTE_RETRY_MAX_S)
+        self._retry[what] = (now + backoff, backoff)
+        if isinstance(what, PathKey):
+            self.paths.pop(what, None)
+        else:
+            self.installed.pop(what, None)
 
-    def reconcile(self, groups: Iterable[GroupView]) -> list[RouteAction]:
+    def next_retry(self) -> float | None:
+        return min((due for due, _ in self._retry.values() if due != _IN_FLIGHT), default=None)
+
+    # ------------------------------------------------ what mpathd wants
+
+    def reconcile(self, groups: Iterable[GroupView], now: float) -> list[RouteAction]:
         """Actions that make the kernel's paths and routes what the policy
         wants: first the paths (one request each, whatever the number of
         routes on them), then the routes not yet on their path, then the
-        paths no route uses any more."""
+        paths no route uses any more. What waits for a retry is left out."""
+        def waiting(what) -> bool:
+            r = self._retry.get(what)
+            if r is None or r[0] == _IN_FLIGHT:
+                return False
+            if r[0] > now:
+                return True
+            self._retry[what] = (_IN_FLIGHT, r[1])        # tried again now; a refusal doubles
+            return False
+
         out: list[RouteAction] = []
-        wanted: dict[PathKey, tuple[tuple[str, int], ...]] = {}
+        wanted: dict[PathKey, Members] = {}
         routes: list[tuple[OwnedRoute, PathKey]] = []
         for g in groups:
             for route in self.of_group(g.name):
@@ -229,7 +214,7 @@ class RouteLedger:
                     wanted[path] = want
                 routes.append((route, path))
         for path, want in wanted.items():
-            if self.paths.get(path) == want:
+            if self.paths.get(path) == want or waiting(path):
                 continue
             self.paths[path] = want
             if path.gateway is not None:
@@ -239,11 +224,12 @@ class RouteLedger:
                     if p == path:
                         del self.installed[k]
         for route, path in routes:
-            if self.installed.get(route.key) != path:
+            if self.installed.get(route.key) != path and not waiting(route.key) and path in self.paths:
                 self.installed[route.key] = path
-                out.append(InstallRoute(route, path, wanted[path]))
+                out.append(InstallRoute(route, path, self.paths[path]))
         for path in [p for p in self.paths if p not in wanted]:
             del self.paths[path]
             if path.gateway is not None:
                 out.append(DropPath(path))
         return out
+

@@ -18,11 +18,10 @@ next hop, or a next hop on one of the group's IPv6 data prefixes.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Iterable
 
 from ..config import IP, GroupConfig
-from .events import Route
+from .events import OwnedRoute
 
 
 def _on_subnet(group: GroupConfig, family: int, ip: IP) -> bool:
@@ -39,10 +38,14 @@ def _data(group: GroupConfig):
         yield from i.data
 
 
-def choose(group: GroupConfig, family: int, routes: Iterable[Route],
+def choose(group: GroupConfig, family: int, routes: Iterable[OwnedRoute],
            own: set[IP]) -> tuple[str, list[IP]]:
-    """Return (mode, targets) for one family of a group; an empty list in
-    mode 'multicast' means: discover hosts."""
+    """Return (mode, targets) for one family of a group, from the routes that
+    leave by the group's NICs; an empty list in mode 'multicast' means:
+    discover hosts. An IPv6 router is a target only by its link-local
+    address (as in.mpathd): a global next hop is reached through the
+    group's prefix route, which a member without a data address lacks, so
+    probing it would fail that member."""
     static = [t for t in group.targets if t.version == family and t not in own]
     if static:
         return "static", static
@@ -51,13 +54,13 @@ def choose(group: GroupConfig, family: int, routes: Iterable[Route],
     for r in routes:
         if r.family != family:
             continue
-        net = ipaddress.ip_network(r.dst, strict=False)
-        if net.prefixlen == net.max_prefixlen and _on_subnet(group, family, net.network_address):
+        net = r.key.dst
+        if (r.gateway is None and net.prefixlen == net.max_prefixlen
+                and _on_subnet(group, family, net.network_address)):
             hosts.append(net.network_address)
-        elif r.gateway is not None:
-            gw = ipaddress.ip_address(r.gateway.split("%")[0])
-            if _on_subnet(group, family, gw):
-                routers.append(gw)
+        elif r.gateway is not None and _on_subnet(group, family, r.gateway) and (
+                family == 4 or r.gateway.is_link_local):
+            routers.append(r.gateway)
     found = [a for a in dict.fromkeys(hosts + routers) if a not in own]
     return ("routes", found) if found else ("multicast", [])
 

@@ -79,3 +79,10 @@ PROBE_START_RETRY_S = 1.0
 # forth.
 LINK_UP_PERMIN = 2
 LINK_FLAP_WINDOW_S = 60.0
+
+# A route or nexthop request the kernel refused (an address not yet local, a
+# NIC on its way out) is tried again after ROUTE_RETRY_S, doubling up to
+# ROUTE_RETRY_MAX_S: soon enough to follow a state that settles within a
+# second, and at most one request a minute for one the kernel keeps refusing.
+ROUTE_RETRY_S = 1.0
+ROUTE_RETRY_MAX_S = 60.0

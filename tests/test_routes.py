@@ -18,8 +18,8 @@ def route(dst="0.0.0.0/0", gw=GW, home="eth0", metric=0, table=254, declared=Fal
                       None if prefsrc is None else ipaddress.ip_address(prefsrc), declared=declared)
 
 
-def view(active, spreading=True, holder=lambda home, fam: None):
-    return GroupView("ipmp0", spreading, tuple(active), holder)
+def view(active, spreading=True, holder=lambda home, fam: None, on_link=lambda ip: None):
+    return GroupView("ipmp0", spreading, tuple(active), holder, on_link)
 
 
 def settle(ledger, *views, now=0.0):
@@ -165,3 +165,18 @@ def test_a_route_another_program_adds_again_is_put_back_on_its_path():
     changed = OwnedRoute(r.key, r.gateway, r.home, spec=(("mtu", 1400),))
     assert led.learn(changed, "ipmp0")                  # a program re-added it its own way
     assert [type(a) for a in settle(led, view([ETH0]))] == [InstallRoute]
+
+
+def test_ipv6_route_via_a_global_router_goes_where_the_routers_prefix_is():
+    led = RouteLedger()
+    gw6 = ipaddress.ip_address("2001:db8:1::1")
+    net = ipaddress.ip_network("::/0")
+    r = OwnedRoute(RouteKey(6, 254, net, 0, 1024), gw6, "eth0")
+    ll = OwnedRoute(RouteKey(6, 254, ipaddress.ip_network("2001:db8:9::/48"), 0, 0),
+                    ipaddress.ip_address("fe80::1"), "eth0")
+    led.learn(r, "ipmp0")
+    led.learn(ll, "ipmp0")
+    out = settle(led, view([ETH0, ETH1], on_link=lambda ip: "eth1"))
+    paths = {a.path: a.members for a in out if isinstance(a, SetPath)}
+    assert paths == {PathKey("ipmp0", 6, gw6, "eth0"): (ETH1,),
+                     PathKey("ipmp0", 6, ipaddress.ip_address("fe80::1"), None): (ETH0, ETH1)}

@@ -584,9 +584,11 @@ class RouteKeeper:
             key = (index, gw)
             if key not in self.member_ids:
                 self.member_ids[key] = self._free_id()
-            # on the group's link: valid whether or not the NIC has a prefix route
-            self.kr.set_nexthop(self.member_ids[key], family, index, gw,
-                                onlink=not path.gateway.is_link_local)
+            # IPv4: on the group's link, valid whether or not the NIC has a
+            # prefix route. IPv6 refuses onlink where another NIC has the
+            # router's prefix; the core puts such a router only on the NIC
+            # that has it, and a link-local one needs no onlink.
+            self.kr.set_nexthop(self.member_ids[key], family, index, gw, onlink=path.family == 4)
             ids.append(self.member_ids[key])
         if path not in self.path_ids:
             self.path_ids[path] = self._free_id()

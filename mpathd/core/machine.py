@@ -522,9 +522,23 @@ class Core:
             nic = self.nics.get(home)
             return next((where[a] for a in nic.cfg.data if a.version == family and where[a]), None) if nic else None
 
+        def on_link(g: Group):
+            return lambda ip: next((where[a] for a in g.home() if a.version == ip.version
+                                    and ip in a.network and where[a]), None)
+
         return [GroupView(g.name, g.cfg.spreading,
                           tuple((n.name, n.index) for n in g.nics if n.active and n.present),  # type: ignore[misc]
-                          holder) for g in self.groups]
+                          holder, on_link(g)) for g in self.groups]
+
+    def _forget_routes(self, ifname: str) -> None:
+        """The NIC went down or away, and the kernel deleted its nexthops:
+        the routes through its router already leave by the other members."""
+        for path, members in self.routes.forget(ifname):
+            self._log_path(path, members)
+
+    def _log_path(self, path, members) -> None:
+        self._log(INFO, f"routes via {path.gateway} of group {path.group} leave by "
+                        f"{', '.join(n for n, _ in members)}", Kind.ROUTES_MOVED, path.group, members[0][0])
 
     def _reconcile_routes(self, views: list[GroupView]) -> None:
         """The route actions that follow the placement, each path change
@@ -533,8 +547,7 @@ class Core:
             self._out.append(action)
             match action:
                 case SetPath(path=p, members=m):
-                    self._log(INFO, f"routes via {p.gateway} of group {p.group} leave by "
-                                    f"{', '.join(n for n, _ in m)}", Kind.ROUTES_MOVED, p.group, m[0][0])
+                    self._log_path(p, m)
                 case InstallRoute(route=r, path=p, members=m) if p.gateway is None:
                     self._log(INFO, f"route {r.describe()} of group {p.group} leaves by {m[0][0]}",
                               Kind.ROUTES_MOVED, p.group, m[0][0])
@@ -581,7 +594,7 @@ class Core:
         nic.health.link = LinkWatcher()
         nic.health.must_repair()
         self.ledger.gone(nic.name)
-        self.routes.forget(nic.name)
+        self._forget_routes(nic.name)
         self._out.append(ReleaseInterface(nic.name))
 
     def _link_changed(self, link: LinkInfo) -> None:
@@ -598,7 +611,7 @@ class Core:
             nic.fresh = True
         change, held = self._attach(nic, link)
         if change == LinkState.DOWN:
-            self.routes.forget(nic.name)          # the kernel deleted the nexthops on it
+            self._forget_routes(nic.name)
             self._log(ERR, f"The link has gone down on {nic.name}", Kind.LINK_DOWN, group, nic.name)
         elif change == LinkState.UP:
             self._log(ERR, f"The link has come up on {nic.name}", Kind.LINK_UP, group, nic.name)

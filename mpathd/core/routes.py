@@ -45,24 +45,38 @@ class GroupView(NamedTuple):
     """What the route policy needs to know of a group, in config order."""
     name: str
     spreading: bool
-    active: tuple[tuple[str, int], ...]          # active NICs (name, ifindex)
+    active: Members                              # active NICs (name, ifindex)
     holder: Callable[[str, int], str | None]     # (home NIC, family) -> NIC holding its addresses
+    on_link: Callable[[IP], str | None]          # router -> NIC holding a data address on its prefix
+
+
+def spreads(route: OwnedRoute, group: GroupView) -> bool:
+    """Through a router, with spreading on. An IPv6 router by a global
+    address is the exception: the kernel accepts such a nexthop only on a
+    NIC that has the router's prefix (ip6_route_check_nh), so the route goes
+    where the group's address on that prefix is; a link-local router (what
+    router advertisements give) is on every member's link."""
+    gw = route.gateway
+    return group.spreading and gw is not None and (gw.version == 4 or gw.is_link_local)
 
 
 def path_of(route: OwnedRoute, group: GroupView) -> PathKey:
-    spread = group.spreading and route.gateway is not None
-    return PathKey(group.name, route.family, route.gateway, None if spread else route.home)
+    return PathKey(group.name, route.family, route.gateway, None if spreads(route, group) else route.home)
 
 
-def members_of(path: PathKey, group: GroupView) -> tuple[tuple[str, int], ...] | None:
+def members_of(path: PathKey, group: GroupView) -> Members | None:
     """The members the path should have; None in a group failure (keep what
-    it has)."""
+    it has). A one-NIC path takes, of the active NICs: the one with the
+    router's prefix (IPv6 global router), its home NIC, the NIC that holds
+    its home NIC's addresses, or else the first."""
     if not group.active:
         return None
     if path.home is None:
         return group.active
     by_name = dict(group.active)
-    for name in (path.home, group.holder(path.home, path.family)):
+    gw = path.gateway
+    first = group.on_link(gw) if gw is not None and gw.version == 6 and not gw.is_link_local else None
+    for name in (first, path.home, group.holder(path.home, path.family)):
         if name in by_name:
             return ((name, by_name[name]),)
     return group.active[:1]
@@ -141,22 +155,26 @@ class RouteLedger:
         self._retry.pop(key, None)
         return self.routes.pop(key, None)
 
-    def forget(self, ifname: str) -> None:
+    def forget(self, ifname: str) -> list[tuple[PathKey, Members]]:
         """The NIC lost its carrier, was set down or removed: the kernel
         deleted its nexthops, so every path lost it as a member; a path that
         had no other member was deleted with the routes on it, and the plain
-        routes through the NIC may be gone."""
+        routes through the NIC may be gone. Returns the paths the kernel
+        itself moved to their other members."""
+        moved = []
         for path, members in list(self.paths.items()):
             if not any(n == ifname for n, _ in members):
                 continue
             rest = tuple(m for m in members if m[0] != ifname)
             if rest and path.gateway is not None:
                 self.paths[path] = rest
+                moved.append((path, rest))
                 continue
             del self.paths[path]
             for k, p in list(self.installed.items()):
                 if p == path:
                     del self.installed[k]
+        return moved
 
     def address_gone(self, ifname: str, ip: IP) -> None:
         """An address left `ifname`. The kernel deletes the routes whose

@@ -123,3 +123,59 @@ def test_load_reports_missing_files(tmp_path):
         config.load(str(tmp_path / "absent"), str(g))
     with pytest.raises(ConfigError, match="no such file"):
         config.load(str(tmp_path / "absent"), str(tmp_path / "nogroups.yaml"))
+
+
+ROUTES = """\
+groups:
+  ipmp0:
+    interfaces:
+      eth0: {data: [192.0.2.100/24, "2001:db8:1::100/64"]}
+      eth1: {data: [192.0.2.101/24]}
+    spreading: false
+    routes:
+      - {to: default, via: 192.0.2.1}
+      - {to: 203.0.113.0/24, via: 192.0.2.1, table: 100, metric: 50, mtu: 1400, mtu_lock: true,
+         initcwnd: 20, src: 192.0.2.100, dev: eth1}
+      - {to: "2001:db8:9::/48", via: "fe80::1", pref: high}
+"""
+
+
+def test_declared_routes_parse():
+    (g,) = groups(ROUTES)
+    assert g.spreading is False
+    default, policy, six = g.routes
+    assert (str(default.dst), str(default.via), default.table, default.metric) == ("0.0.0.0/0", "192.0.2.1", 254, 0)
+    assert (policy.table, policy.metric, policy.dev, str(policy.src)) == (100, 50, "eth1", "192.0.2.100")
+    assert dict(policy.attrs) == {"mtu": 1400, "mtu_lock": True, "initcwnd": 20}
+    assert dict(six.attrs) == {"pref": "high"} and six.dst.version == 6
+    (g,) = groups(GOOD)
+    assert g.spreading is True and g.routes == ()
+
+
+@pytest.mark.parametrize("route, words", [
+    ("{via: 192.0.2.1}", "needs 'to'"),
+    ("{to: default}", "'to: default' needs 'via'"),
+    ("{to: 192.0.2.0/33, via: 192.0.2.1}", "is not a prefix"),
+    ("{to: 203.0.113.1/24, via: 192.0.2.1}", "is not a prefix"),
+    ("{to: default, via: 2001:db8::1, src: 192.0.2.100}", "not of the family"),
+    ("{to: default, via: 192.0.2.1, dev: eth7}", "dev eth7 is not an interface of group ipmp0"),
+    ("{to: default, via: 192.0.2.1, src: 192.0.2.7}", "src 192.0.2.7 is not a data address"),
+    ("{to: default, via: 192.0.2.1, table: 255}", "reserved"),
+    ("{to: default, via: 192.0.2.1, mtu: 20}", "mtu must be a whole number from 68"),
+    ("{to: default, via: 192.0.2.1, mtu_lock: true}", "mtu_lock needs mtu"),
+    ("{to: default, via: 192.0.2.1, pref: high}", "IPv6 routes only"),
+    ("{to: default, via: 192.0.2.1, color: red}", "unknown key 'color'"),
+    ("{to: default, via: 224.0.0.1}", "not a unicast address"),
+])
+def test_bad_routes_name_the_line(route, words):
+    text = ("groups:\n  ipmp0:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n"
+            f"    routes:\n      - {{to: 198.51.100.0/24, via: 192.0.2.1}}\n      - {route}\n")
+    e = error(text)
+    assert e.line == 7 and words in e.message, e.message
+
+
+def test_a_route_declared_twice_is_refused():
+    text = ("groups:\n  ipmp0:\n    interfaces:\n      eth0: {}\n    routes:\n"
+            "      - {to: default, via: 192.0.2.1}\n      - {to: default, via: 192.0.2.2}\n")
+    e = error(text)
+    assert e.line == 7 and "declared twice (also on line 6)" in e.message

@@ -326,11 +326,12 @@ class Lab:
 
     def route_paths(self, family: str = "-4", table: str = "main") -> list[dict]:
         """The host's routes in `table` ("main", a number or "all") as
-        `ip -j route show table` reports them, each with three keys more:
-        "paths", the NICs it can leave by, and "gateways", its routers (an
-        nhid resolved through `ip -j nexthop`: a group to its members, each
-        to its dev and gateway), and "locked", the metrics it locks
-        (`mtu lock 1400` gives ["mtu"]), which ip's JSON leaves out."""
+        `ip -j route show table` reports them, each with four keys more:
+        "hops", its next hops (an nhid resolved through `ip -j nexthop`, a
+        group to its members, to the nexthop objects as ip reports them),
+        "paths" and "gateways", the NICs it can leave by and its routers,
+        from the hops, and "locked", the metrics it locks (`mtu lock 1400`
+        gives ["mtu"]), which ip's JSON leaves out."""
         nexthops = {n["id"]: n for n in self.ip_json("host", "nexthop", "show")}
 
         def leaves(nhid: int) -> list[dict]:
@@ -341,7 +342,7 @@ class Lab:
         out = []
         for r in self.ip_json("host", family, "route", "show", "table", table):
             hops = leaves(r["nhid"]) if "nhid" in r else r.get("nexthops", [r])
-            out.append({**r, "paths": sorted({h["dev"] for h in hops if "dev" in h}),
+            out.append({**r, "hops": hops, "paths": sorted({h["dev"] for h in hops if "dev" in h}),
                         "gateways": sorted({h["gateway"] for h in hops if "gateway" in h}),
                         "locked": locked.get(_route_key(r), [])})
         return out

@@ -59,6 +59,17 @@ groups:
       eth2: {standby: true, test: [192.0.2.12/24]}
 """
 
+# Link-based groups without test addresses: no probing, so a carrier fault
+# is detected at once and a repair needs no answers.
+LINK_PAIR_GROUP = """
+groups:
+  ipmp0:
+    interfaces:
+      eth0: {data: [192.0.2.100/24]}
+      eth1: {data: [192.0.2.101/24]}
+"""
+LINK_TRIO_GROUP = LINK_PAIR_GROUP + "      eth2: {standby: true}\n"
+
 _live: list["Lab"] = []
 
 

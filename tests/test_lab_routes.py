@@ -12,21 +12,12 @@ import time
 
 import pytest
 
-from lab import FAR4, ROUTER4, ROUTER6
+from lab import FAR4, LINK_PAIR_GROUP, LINK_TRIO_GROUP, ROUTER4, ROUTER6
 
 FDT = "FAILURE_DETECTION_TIME=1000\n"          # where probing matters: detection in ~1 s, repair in ~1.5 s
 SETTLE = 5                                     # s for the routes to follow a carrier fault or a repair
 MPATHD = ("mpathd", "117")                     # the protocol of mpathd's nexthops, named or not
 
-# Link-based groups: a carrier fault is detected at once, a repair needs no answers.
-LINK_PAIR = """
-groups:
-  ipmp0:
-    interfaces:
-      eth0: {data: [192.0.2.100/24]}
-      eth1: {data: [192.0.2.101/24]}
-"""
-LINK_TRIO = LINK_PAIR + "      eth2: {standby: true}\n"
 DATA = ["192.0.2.100/24", "192.0.2.101/24"]
 BOTH = ["eth0", "eth1"]
 STATIC = "203.0.113.0/24"
@@ -93,7 +84,7 @@ def test_routes_survive_a_nic_removed_or_set_down_and_come_back(make_lab, how):
     or set down; mpathd rebuilds them on the survivor, and on both NICs
     after the re-plug or link-up."""
     lab = make_lab(nics=2)
-    lab.start_daemon(LINK_PAIR)
+    lab.start_daemon(LINK_PAIR_GROUP)
     add_routes(lab)
     settle(lab, {"default": BOTH, STATIC: BOTH})
     lab.assert_reach_far(DATA)
@@ -117,7 +108,7 @@ def attributes(route: dict) -> dict:
 
 def test_attributes_are_kept_across_failover_and_failback(make_lab):
     lab = make_lab(nics=2)
-    d = lab.start_daemon(LINK_PAIR)
+    d = lab.start_daemon(LINK_PAIR_GROUP)
     lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "proto", "static")
     lab.sh("host", "ip", "route", "add", STATIC, "via", ROUTER4, "dev", "eth0", "metric", "50",
            "mtu", "lock", "1400", "initcwnd", "20", "table", "100")
@@ -216,10 +207,10 @@ def test_a_reload_that_changes_a_prefix_keeps_the_routes(make_lab):
     """A new prefix is a delete and an add: the kernel drops what depended
     on the old address."""
     lab = make_lab(nics=2)
-    d = lab.start_daemon(LINK_PAIR)
+    d = lab.start_daemon(LINK_PAIR_GROUP)
     add_routes(lab)
     settle(lab, {"default": BOTH, STATIC: BOTH})
-    d.write_config(LINK_PAIR.replace("192.0.2.100/24", "192.0.2.100/25"))
+    d.write_config(LINK_PAIR_GROUP.replace("192.0.2.100/24", "192.0.2.100/25"))
     d.ctl("reload")
     holders_are(lab, {"192.0.2.100/25": ["eth0"]})
     settle(lab, {"default": BOTH, STATIC: BOTH})
@@ -228,12 +219,12 @@ def test_a_reload_that_changes_a_prefix_keeps_the_routes(make_lab):
 
 def test_kill_9_in_the_middle_of_a_move_then_a_restart(make_lab):
     lab = make_lab(nics=2)
-    d = lab.start_daemon(LINK_PAIR)
+    d = lab.start_daemon(LINK_PAIR_GROUP)
     add_routes(lab)
     settle(lab, {"default": BOTH, STATIC: BOTH})
     lab.cut("eth0")
     d.stop(signal.SIGKILL)
-    d = lab.start_daemon(LINK_PAIR)
+    d = lab.start_daemon(LINK_PAIR_GROUP)
     holders_are(lab, {"192.0.2.100/24": ["eth1"], "192.0.2.101/24": ["eth1"]})
     settle(lab, {"default": ["eth1"], STATIC: ["eth1"]})
     lab.assert_reach_far(DATA)
@@ -249,7 +240,7 @@ def test_a_policy_routing_table_follows_the_failover(make_lab):
     the dead NIC (the kernel keeps a route whose carrier is gone) makes them
     fail."""
     lab = make_lab(nics=2)
-    lab.start_daemon(LINK_PAIR)
+    lab.start_daemon(LINK_PAIR_GROUP)
     lab.sh("host", "ip", "rule", "add", "from", "192.0.2.100", "table", "100")
     lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "table", "100")
     lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0")
@@ -267,7 +258,7 @@ def test_a_policy_routing_table_follows_the_failover(make_lab):
 
 def test_a_foreign_default_route_is_owned_again_within_a_second(make_lab):
     lab = make_lab(nics=2)
-    lab.start_daemon(LINK_PAIR)
+    lab.start_daemon(LINK_PAIR_GROUP)
     lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0")
     settle(lab, {"default": BOTH})
     # as NetworkManager does when it thinks its connection came back; one
@@ -319,7 +310,7 @@ def test_flows_spread_over_the_active_nics_and_move_only_from_the_failed_one(mak
     (resilient hashing: only the failed NIC's flows move), and no flow is
     ever reordered."""
     lab = make_lab(nics=3)
-    d = lab.start_daemon(LINK_TRIO)
+    d = lab.start_daemon(LINK_TRIO_GROUP)
     lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0")
     settle(lab, {"default": BOTH})
     counter = lab.count_frames(["eth0", "eth1", "eth2"], f"udp dport {PORT}", per="udp sport")
@@ -345,7 +336,7 @@ def test_flows_spread_over_the_active_nics_and_move_only_from_the_failed_one(mak
 
 def test_without_spreading_every_flow_leaves_by_the_address_nic(make_lab):
     lab = make_lab(nics=3)
-    lab.start_daemon(LINK_TRIO.replace("  ipmp0:\n", "  ipmp0:\n    spreading: false\n"))
+    lab.start_daemon(LINK_TRIO_GROUP.replace("  ipmp0:\n", "  ipmp0:\n    spreading: false\n"))
     lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0")
     settle(lab, {"default": ["eth0"]})
     counter = lab.count_frames(["eth0", "eth1", "eth2"], f"udp dport {PORT}", per="udp sport")

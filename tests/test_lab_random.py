@@ -55,14 +55,12 @@ def data_addresses(yaml: str) -> dict[str, list[str]]:
     return out
 
 
-ALL = sorted({a for c in CONFIGS for a in data_addresses(c)})
-
-
 def test_random_events_keep_every_address_on_exactly_one_usable_nic(make_lab):
     seed = int(os.environ.get("MPATHD_SEED", random.randrange(1 << 31)))
     events = int(os.environ.get("MPATHD_RANDOM_EVENTS", "200"))
     print(f"random lab test: MPATHD_SEED={seed}")
     rng = random.Random(seed)
+    every = sorted({a for c in CONFIGS for a in data_addresses(c)})
     lab = make_lab(nics=3)
     config = CONFIGS[0]
     d = lab.start_daemon(config, defaults=DEFAULTS)
@@ -87,7 +85,7 @@ def test_random_events_keep_every_address_on_exactly_one_usable_nic(make_lab):
                 return f"{addr} is on {holders or 'no NIC'}, expected one of {members}"
             if any(usable(n) for n in members if n in kernel) and not usable(holders[0]):
                 return f"{addr} is on unusable {holders[0]} while a usable NIC exists"
-        for addr in ALL:
+        for addr in every:
             if addr not in wanted and any(addr in s for s in kernel.values()):
                 return f"{addr} is no longer configured but is still present"
         return route_violation(kernel, {n for members in wanted.values() for n in members})

@@ -59,6 +59,17 @@ groups:
       eth2: {standby: true, test: [192.0.2.12/24]}
 """
 
+# Link-based groups without test addresses: no probing, so a carrier fault
+# is detected at once and a repair needs no answers.
+LINK_PAIR_GROUP = """
+groups:
+  ipmp0:
+    interfaces:
+      eth0: {data: [192.0.2.100/24]}
+      eth1: {data: [192.0.2.101/24]}
+"""
+LINK_TRIO_GROUP = LINK_PAIR_GROUP + "      eth2: {standby: true}\n"
+
 _live: list["Lab"] = []
 
 
@@ -324,6 +335,69 @@ class Lab:
     def routes(self, family: str = "-4") -> list[dict]:
         return self.ip_json("host", family, "route", "show")
 
+    def route_paths(self, family: str = "-4", table: str = "main") -> list[dict]:
+        """The host's routes in `table` ("main", a number or "all") as
+        `ip -j route show table` reports them, each with four keys more:
+        "hops", its next hops (an nhid resolved through `ip -j nexthop`, a
+        group to its members, to the nexthop objects as ip reports them),
+        "paths" and "gateways", the NICs it can leave by and its routers,
+        from the hops, and "locked", the metrics it locks (`mtu lock 1400`
+        gives ["mtu"]), which ip's JSON leaves out."""
+        nexthops = {n["id"]: n for n in self.ip_json("host", "nexthop", "show")}
+
+        def leaves(nhid: int) -> list[dict]:
+            n = nexthops.get(nhid, {})
+            return [leaf for m in n["group"] for leaf in leaves(m["id"])] if "group" in n else [n]
+
+        locked = self._locked_metrics(family, table)
+        out = []
+        for r in self.ip_json("host", family, "route", "show", "table", table):
+            hops = leaves(r["nhid"]) if "nhid" in r else r.get("nexthops", [r])
+            out.append({**r, "hops": hops, "paths": sorted({h["dev"] for h in hops if "dev" in h}),
+                        "gateways": sorted({h["gateway"] for h in hops if "gateway" in h}),
+                        "locked": locked.get(_route_key(r), [])})
+        return out
+
+    def _locked_metrics(self, family: str, table: str) -> dict[tuple, list[str]]:
+        """Route key -> the metrics it locks, from ip's one-line text, the
+        only output that shows `lock`."""
+        out = {}
+        for line in self.sh("host", "ip", "-o", family, "route", "show", "table", table).stdout.splitlines():
+            words = line.split()
+            if "lock" in words:
+                kind, dst = (words[0], words[1]) if words[0] in _ROUTE_TYPES else ("unicast", words[0])
+                after = {w: words[i + 1] for i, w in enumerate(words[:-1]) if w in ("metric", "table")}
+                key = (kind, dst, after.get("metric"), after.get("table"))
+                out[key] = [words[i - 1] for i, w in enumerate(words) if w == "lock"]
+        return out
+
+    def ping_from(self, address: str, dst: str | None = None, deadline: float = 2) -> bool:
+        """A ping from `address` (a data address, ADDR or ADDR/PREFIX) in the
+        host namespace to `dst`, by default the far host of its family:
+        True as soon as one echo comes back, False after `deadline` s."""
+        src = address.split("/")[0]
+        dst = dst or (FAR6 if ":" in src else FAR4)
+        return self.sh("host", "ping", "-c", "1", "-w", str(deadline), "-i", "0.2", "-I", src, dst,
+                       check=False, timeout=deadline + 5).returncode == 0
+
+    def assert_reach_far(self, addresses, deadline: float = 2) -> None:
+        """Every address in `addresses` reaches the far host beyond the router
+        (a ping from it); else fail naming the ones that do not and showing
+        where the addresses and the routes are."""
+        lost = [a for a in addresses if not self.ping_from(a, deadline=deadline)]
+        if lost:
+            routes = {f: [(r["dst"], r["paths"]) for r in self.route_paths(f, "all")
+                          if r.get("table") != "local"] for f in ("-4", "-6")}
+            raise AssertionError(f"no echo from the far host to {lost}\naddresses: {self.addresses()}\n"
+                                 f"routes: {routes}")
+
+    def count_frames(self, nics, match: str, per: str = "") -> "FrameCounter":
+        """Count, from now on, the frames that the host's `nics` send and that
+        match `match` (an nft expression such as 'udp dport 7000'), at
+        their switch ports; with `per` (an nft key such as 'udp sport'),
+        count per value of that key."""
+        return FrameCounter(self, list(nics), match, per)
+
     def neighbour(self, role: str, address: str) -> dict | None:
         entries = self.ip_json(role, "neigh", "show", address)
         return entries[0] if entries else None
@@ -406,6 +480,61 @@ class Lab:
                         raise RuntimeError(f"mpathd not ready within {timeout} s:\n{d.log()}") from None
                     time.sleep(0.05)
         return d
+
+
+# The route types `ip route` writes before the destination.
+_ROUTE_TYPES = {"unicast", "local", "broadcast", "multicast", "anycast", "unreachable", "prohibit",
+                "blackhole", "throw", "nat"}
+
+
+def _route_key(r: dict) -> tuple:
+    """What tells a route apart in ip's text, from its `ip -j route` form."""
+    metric = r.get("metric")
+    return (r.get("type", "unicast"), r["dst"], None if metric is None else str(metric), r.get("table"))
+
+
+class FrameCounter:
+    """nft counters in the switch namespace on the ports of some host NICs
+    (see Lab.count_frames). The prerouting hook sees every frame a NIC
+    sends, also those a `Lab.drop` rule then drops."""
+
+    def __init__(self, lab: Lab, nics: list[str], match: str, per: str):
+        self.lab, self.nics, self.per = lab, nics, per
+        self.table = "count"
+        rules = [f"add table bridge {self.table}",
+                 f"add chain bridge {self.table} pre {{ type filter hook prerouting priority -300; "
+                 f"policy accept; }}"]
+        for nic in nics:
+            if per:
+                rules.append(f"add set bridge {self.table} {nic} {{ typeof {per}; flags dynamic; counter; }}")
+                rules.append(f'add rule bridge {self.table} pre iifname "p-{nic}" {match} update @{nic} {{ {per} }}')
+            else:
+                rules.append(f'add rule bridge {self.table} pre iifname "p-{nic}" {match} counter comment "{nic}"')
+        self.path = os.path.join(lab.dir, f"{self.table}.nft")
+        with open(self.path, "w") as f:
+            f.write("\n".join(rules) + "\n")
+        self.restart()
+
+    def restart(self) -> None:
+        """Start again from zero."""
+        self.close()
+        self.lab.sh("sw", "nft", "-f", self.path)
+
+    def read(self) -> dict:
+        """NIC -> frames so far; with `per`, NIC -> {value: frames}."""
+        listing = json.loads(self.lab.sh("sw", "nft", "-j", "list", "table", "bridge", self.table).stdout)
+        out: dict = {nic: {} if self.per else 0 for nic in self.nics}
+        for item in listing["nftables"]:
+            if self.per and "set" in item:
+                out[item["set"]["name"]] = {e["elem"]["val"]: e["elem"]["counter"]["packets"]
+                                            for e in item["set"].get("elem", [])}
+            elif not self.per and "rule" in item:
+                counter = next(x["counter"] for x in item["rule"]["expr"] if "counter" in x)
+                out[item["rule"]["comment"]] = counter["packets"]
+        return out
+
+    def close(self) -> None:
+        self.lab.sh("sw", "nft", "delete", "table", "bridge", self.table, check=False)
 
 
 class Monitor:

@@ -8,6 +8,8 @@
     python lab/traffic.py flood ADDR PORT SECONDS
     python lab/traffic.py hog SECONDS
     python lab/traffic.py probe-floor IFNAME SRC DST COUNT RATE
+    python lab/traffic.py udp-flows SRC DST PORT FLOWS COUNT RATE
+    python lab/traffic.py udp-sink ADDR PORT SECONDS
 
 The client sends a 16-byte numbered message every INTERVAL_MS over one TCP
 connection, reads the echo, and prints one JSON line: how many were echoed,
@@ -17,6 +19,13 @@ prints the gaps in the echoes it gets back (wall-clock start and length), so
 an outage is measured as a peer sees it. `flood` sends as fast as it can,
 `hog` burns one CPU, `probe-floor` is the least a probe can cost: a bare
 raw-socket echo loop bound to a NIC, for comparison with the daemon.
+
+`udp-flows` sends COUNT numbered datagrams on each of FLOWS UDP sockets bound
+to SRC (so FLOWS distinct source ports, one flow each), RATE rounds per
+second, and prints the ports it used and how many it sent. `udp-sink` counts what arrives per
+source port and whether a flow's sequence numbers ever went backwards
+(reordering within the flow); it prints one JSON line when SECONDS are up or
+when it is sent SIGTERM.
 
 `spoof` plays an attacker: it sends forged ICMP echo replies from SRC to DST
 (a test address) with guessed ids, sequence numbers and payloads, RATE per
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import sys
 import time
 
@@ -90,7 +100,6 @@ def tcp_client(addr: str, port: int, seconds: float, interval_ms: float) -> None
 
 def spoof(ifname: str, dstmac: str, src: str, dst: str, seconds: float, rate: int) -> None:
     import random
-    import struct
 
     from scapy.layers.inet import ICMP, IP
     from scapy.layers.l2 import Ether
@@ -200,7 +209,6 @@ def probe_floor(ifname: str, src: str, dst: str, count: int, rate: float) -> Non
     recv, a check of id and sequence. Prints CPU seconds per probe."""
     import resource
     import select
-    import struct
 
     from mpathd.adapters.probesock import checksum
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
@@ -232,6 +240,66 @@ def probe_floor(ifname: str, src: str, dst: str, count: int, rate: float) -> Non
           flush=True)
 
 
+_FLOW = struct.Struct("!II")             # flow index, sequence number within the flow
+
+
+def udp_flows(src: str, dst: str, port: int, flows: int, count: int, rate: float) -> None:
+    family = socket.AF_INET6 if ":" in src else socket.AF_INET
+    socks = []
+    for _ in range(flows):
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.bind((src, 0))
+        socks.append(s)
+    print("sending", flush=True)
+    # a round every 1/rate s; the deadline also bounds a run that falls behind
+    period = 1.0 / rate
+    deadline = time.monotonic() + count * period + 5
+    sent = errors = 0
+    next_round = time.monotonic()
+    for seq in range(count):
+        if time.monotonic() > deadline:
+            break
+        for i, s in enumerate(socks):
+            try:
+                s.sendto(_FLOW.pack(i, seq), (dst, port))
+                sent += 1
+            except OSError:
+                errors += 1                   # no route for a moment
+        next_round += period
+        time.sleep(max(0.0, next_round - time.monotonic()))
+    print(json.dumps({"ports": [s.getsockname()[1] for s in socks], "sent": sent, "errors": errors}),
+          flush=True)
+
+
+def udp_sink(addr: str, port: int, seconds: float) -> None:
+    import signal
+
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((addr, port))
+    flows: dict[int, dict] = {}
+    last: dict[int, int] = {}
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    print("listening", flush=True)
+    deadline = time.monotonic() + seconds
+    while not stop and (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(min(left, 0.1))
+        try:
+            data, peer = sock.recvfrom(64)
+        except (socket.timeout, InterruptedError):
+            continue
+        if len(data) != _FLOW.size:
+            continue
+        _, seq = _FLOW.unpack(data)
+        flow = flows.setdefault(peer[1], {"count": 0, "reordered": False})
+        flow["count"] += 1
+        if seq < last.get(peer[1], -1):
+            flow["reordered"] = True
+        last[peer[1]] = max(seq, last.get(peer[1], -1))
+    print(json.dumps({"flows": flows}), flush=True)
+
+
 def main(argv: list[str]) -> None:
     cmd, *args = argv
     if cmd == "spoof":
@@ -245,6 +313,10 @@ def main(argv: list[str]) -> None:
         ifname, src, dst, count, rate = args
         probe_floor(ifname, src, dst, int(count), float(rate))
         return
+    if cmd == "udp-flows":
+        src, dst, port, flows, count, rate = args
+        udp_flows(src, dst, int(port), int(flows), int(count), float(rate))
+        return
     addr, port, seconds, *rest = args
     if cmd == "tcp-server":
         tcp_server(addr, int(port), float(seconds))
@@ -254,6 +326,8 @@ def main(argv: list[str]) -> None:
         udp_echo(addr, int(port), float(seconds))
     elif cmd == "udp-stream":
         udp_stream(addr, int(port), float(seconds), float(rest[0]))
+    elif cmd == "udp-sink":
+        udp_sink(addr, int(port), float(seconds))
     elif cmd == "flood":
         flood(addr, int(port), float(seconds))
     else:

@@ -5,7 +5,7 @@ import json
 import sys
 import time
 
-from lab import ROUTER4, ROUTER6, mac_of, wait_for
+from lab import LINK_PAIR_GROUP, LINK_TRIO_GROUP, ROUTER4, ROUTER6, mac_of, wait_for
 
 TWO = """
 groups:
@@ -19,14 +19,7 @@ groups:
         test: [192.0.2.11/24]
 """
 
-STANDBY = """
-groups:
-  ipmp0:
-    interfaces:
-      eth0: {data: [192.0.2.100/24]}
-      eth1: {data: [192.0.2.101/24]}
-      eth2: {standby: true}
-"""
+STANDBY = LINK_TRIO_GROUP
 
 
 def default_routes(lab):
@@ -217,8 +210,7 @@ def test_bad_config_is_rejected_with_one_line_and_nothing_applied(make_lab, tmp_
 
 def test_track_all_reports_nics_in_no_group_and_moves_nothing(make_lab):
     lab = make_lab(nics=3)
-    d = lab.start_daemon(STANDBY.replace("      eth2: {standby: true}\n", ""),
-                         defaults="TRACK_INTERFACES_ONLY_WITH_GROUPS=no\n")
+    d = lab.start_daemon(LINK_PAIR_GROUP, defaults="TRACK_INTERFACES_ONLY_WITH_GROUPS=no\n")
     ifs = {i["name"]: i for i in d.status()["interfaces"]}
     assert ifs["eth2"]["group"] is None and ifs["eth2"]["state"] == "ok"
     assert "lo" not in ifs

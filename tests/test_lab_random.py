@@ -1,6 +1,8 @@
 """Random events against the real daemon, checking the project's rule after
 each one settles: every configured data address is on exactly one NIC of its
-group, and on a usable one whenever the group has one.
+group, and on a usable one whenever the group has one; and the group's
+declared default route exists and leaves only by usable, active NICs of the
+group whenever it has one.
 
 The seed is printed and shown on failure; MPATHD_SEED=N replays a run and
 MPATHD_RANDOM_EVENTS=N changes its length."""
@@ -11,13 +13,17 @@ import random
 import signal
 import time
 
-from lab import ROUTER4, TRIO_GROUP
+from lab import TRIO_GROUP
 
 NICS = ["eth0", "eth1", "eth2"]
 DEFAULTS = "FAILURE_DETECTION_TIME=300\n"          # probes every ~43 ms, repair in ~0.5 s
 
+# Declared in every configuration, so that it is the group's whatever the
+# reloads do; eth2 may hold only a test address (/32), hence onlink.
+DEFAULT_ROUTE = "    routes: [{to: default, via: 192.0.2.1, onlink: true}]\n"
+
 CONFIGS = [
-    TRIO_GROUP + "    data: [192.0.2.200/24]\n",
+    TRIO_GROUP + "    data: [192.0.2.200/24]\n" + DEFAULT_ROUTE,
     """
 groups:
   ipmp0:
@@ -26,7 +32,7 @@ groups:
       eth1: {data: [192.0.2.101/24, 192.0.2.102/24], test: [192.0.2.11/24]}
       eth2: {data: [192.0.2.103/24], test: [192.0.2.12/24]}
     data: [192.0.2.200/24, 192.0.2.201/24]
-""",
+""" + DEFAULT_ROUTE,
     """
 groups:
   ipmp0:
@@ -34,7 +40,7 @@ groups:
       eth1: {data: [192.0.2.101/24, "2001:db8:1::101/64"], test: [192.0.2.11/24]}
       eth2: {test: [192.0.2.12/24]}
     data: [192.0.2.200/24]
-""",
+""" + DEFAULT_ROUTE,
 ]
 
 
@@ -49,16 +55,13 @@ def data_addresses(yaml: str) -> dict[str, list[str]]:
     return out
 
 
-ALL = sorted({a for c in CONFIGS for a in data_addresses(c)})
-
-
 def test_random_events_keep_every_address_on_exactly_one_usable_nic(make_lab):
     seed = int(os.environ.get("MPATHD_SEED", random.randrange(1 << 31)))
     events = int(os.environ.get("MPATHD_RANDOM_EVENTS", "200"))
     print(f"random lab test: MPATHD_SEED={seed}")
     rng = random.Random(seed)
+    every = sorted({a for c in CONFIGS for a in data_addresses(c)})
     lab = make_lab(nics=3)
-    lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "onlink")
     config = CONFIGS[0]
     d = lab.start_daemon(config, defaults=DEFAULTS)
     cut, dropped, unplugged, offline = set(), set(), set(), set()
@@ -82,9 +85,24 @@ def test_random_events_keep_every_address_on_exactly_one_usable_nic(make_lab):
                 return f"{addr} is on {holders or 'no NIC'}, expected one of {members}"
             if any(usable(n) for n in members if n in kernel) and not usable(holders[0]):
                 return f"{addr} is on unusable {holders[0]} while a usable NIC exists"
-        for addr in ALL:
+        for addr in every:
             if addr not in wanted and any(addr in s for s in kernel.values()):
                 return f"{addr} is no longer configured but is still present"
+        return route_violation(kernel, {n for members in wanted.values() for n in members})
+
+    def route_violation(kernel, members):
+        usable_now = {n for n in members if n in kernel and usable(n)}
+        if not usable_now:
+            return None                                  # a group failure: nothing moves
+        if d.proc.poll() is not None:
+            return "daemon dead"
+        active = {i["name"] for i in d.status()["interfaces"] if i["active"]}
+        defaults = [r["paths"] for r in lab.route_paths() if r["dst"] == "default"]
+        if len(defaults) != 1:
+            return f"default routes leave by {defaults}, expected one route"
+        if not defaults[0] or not set(defaults[0]) <= usable_now & active:
+            return (f"the default route leaves by {defaults[0]}, expected only usable active NICs "
+                    f"(usable {sorted(usable_now)}, active {sorted(active)})")
         return None
 
     def status():

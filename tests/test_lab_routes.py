@@ -173,8 +173,10 @@ def router_link_local(lab) -> str:
 @pytest.mark.parametrize("next_hop", ["global", "link-local"])
 def test_ipv6_default_route_is_owned_and_spread_with_no_false_failure(make_lab, next_hop):
     """A global next hop is a route to own, never a probe target (eth1 has
-    no prefix route to it); a link-local one is the target of every NIC the
-    route leaves by."""
+    no prefix route to it); the route leaves by the NIC with the group's
+    address on that prefix (the kernel refuses the nexthop elsewhere) and
+    follows it on failover. A link-local one spreads over both NICs and is
+    the target of every NIC the route leaves by."""
     lab = make_lab(nics=2)
     d = lab.start_daemon("""
 groups:
@@ -186,7 +188,8 @@ groups:
     via = ROUTER6 if next_hop == "global" else router_link_local(lab)
     lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0")
     lab.sh("host", "ip", "-6", "route", "add", "default", "via", via, "dev", "eth0")
-    settle(lab, {"default": BOTH}, family="-6")
+    six = ["eth0"] if next_hop == "global" else BOTH
+    settle(lab, {"default": six}, family="-6")
     d.wait_probing("eth0", "eth1")
     deadline = time.monotonic() + 5                          # five FDTs of probing
     while time.monotonic() < deadline:
@@ -199,7 +202,10 @@ groups:
         assert not any(ROUTER6 in t for t in targets.values()), targets
     else:
         assert targets == {"eth0": [via], "eth1": [via]}, targets
-    settle(lab, {"default": BOTH}, family="-6")
+    settle(lab, {"default": six}, family="-6")
+    lab.assert_reach_far(DATA + ["2001:db8:1::100/64"])
+    lab.cut("eth0")
+    settle(lab, {"default": ["eth1"]}, family="-6")
     lab.assert_reach_far(DATA + ["2001:db8:1::100/64"])
 
 

@@ -293,3 +293,19 @@ def test_a_probe_socket_that_fails_to_open_is_tried_again():
     assert retry is not None
     net.run(net.now + timing.PROBE_START_RETRY_S + 0.1)
     assert p.running
+
+
+def test_a_discovered_host_that_becomes_a_router_target_keeps_other_hosts_out():
+    """Discovery found the router as a host; then a route through it appears:
+    it is a router target now, and a late discovery answer from another host
+    does not bring multicast mode back."""
+    net = Net(routes=(), hosts=["192.0.2.1", "192.0.2.2"])
+    net.run(3)
+    p = net.core.nics["eth0"].health.probers[4]
+    assert p.mode == "multicast"
+    from mpathd.core.events import RouteAdded
+    net.feed(RouteAdded(route("0.0.0.0/0", "192.0.2.1")))
+    assert (p.mode, [t.addr for t in p.targets]) == ("routes", [ROUTER])
+    assert not p.add_host(IP("192.0.2.2"), net.now)
+    net.run(3)
+    assert (p.mode, [t.addr for t in p.targets]) == ("routes", [ROUTER])

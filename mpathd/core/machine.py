@@ -579,8 +579,11 @@ class Core:
                 self._out.append(self._prepare(nic, self.group_of(nic)))
         elif nic.mac != link.mac:
             nic.mac = link.mac
-            if nic.cfg.group:                  # its announcements must carry the new MAC
+            if nic.cfg.group:                  # its announcements must carry the new MAC,
                 self._out.append(self._prepare(nic, self.group_of(nic)))
+                for addr, holder in self.ledger.where.items():   # and the neighbours learn it
+                    if holder == nic.name:
+                        self._out.append(Announce(nic.name, addr))
         return nic.health.link_observed(link.running, self.now, nic.failed)
 
     def _prepare(self, nic: Nic, g: Group) -> PrepareInterface:

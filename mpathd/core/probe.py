@@ -388,6 +388,8 @@ class Prober:
         keep = {t.addr: t for t in self.targets}
         kind = "static" if mode == "static" else "route"
         self.targets = [keep.get(a) or Target(a, kind) for a in addrs]
+        for t in self.targets:
+            t.kind = kind                  # a host found by discovery may now be a router
         self.mode = mode
         self._forget_missing_targets()
 

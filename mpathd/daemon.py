@@ -17,8 +17,8 @@ from .adapters import control
 from .oneline import OneLineParser, load_config
 from .core.machine import Core
 from .core.reports import probes, status, summary
-from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, Log, MoveAddress,
-                     Offline, Online, PrepareInterface, Refused, ReleaseInterface, RemoveAddress,
+from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, LinkChanged, LinkRemoved,
+                     Log, MoveAddress, Offline, Online, PrepareInterface, Refused, ReleaseInterface, RemoveAddress,
                      Resynced, SendProbe, Started, StartProbing, StateChanged, StopProbing, Tick)
 from .adapters.log import emit, log, setup
 from .adapters.notify import Notifier
@@ -34,7 +34,7 @@ class Daemon:
         from .adapters.kernel import Kernel
         from .adapters.probesock import ProbeSockets
         self.kernel = Kernel()
-        self.announcer = Announcer()
+        self.announcer = Announcer(cfg.defaults)
         self.core = Core(cfg)
         self.sel = selectors.DefaultSelector()
         self.probes = ProbeSockets(lambda sock, cb: self.sel.register(sock, selectors.EVENT_READ, cb),
@@ -78,7 +78,8 @@ class Daemon:
                 # events of this turn change, the next turn reads it again.
                 core_deadline = self.core.next_deadline()
                 wake = core_deadline
-                for d in (self.control.next_deadline(), self.notifier.next_deadline()):
+                for d in (self.control.next_deadline(), self.notifier.next_deadline(),
+                          self.announcer.next_deadline()):
                     if d is not None and (wake is None or d < wake):
                         wake = d
                 for key, _ in self.sel.select(None if wake is None else max(0.0, wake - time.monotonic())):
@@ -86,6 +87,7 @@ class Daemon:
                 if self.control.clients:
                     self.control.expire()
                 self.notifier.tick()
+                self.announcer.tick()
                 if core_deadline is not None and time.monotonic() >= core_deadline:
                     self._guarded(self._tick)
         finally:
@@ -128,6 +130,7 @@ class Daemon:
             raise control.ControlError(f"reload refused: {e}") from None
         for warning in cfg.warnings:
             log.warning("%s", warning)
+        self.announcer.configure(cfg.defaults)
         self.dispatch(ConfigReloaded(cfg, *self.kernel.snapshot()))
         self.notifier.ready(summary(self.core.groups))
 
@@ -136,6 +139,8 @@ class Daemon:
 
     def _netlink(self) -> None:
         for event in self.kernel.read():
+            if isinstance(event, LinkRemoved) or (isinstance(event, LinkChanged) and not event.link.running):
+                self.announcer.cancel(event.name if isinstance(event, LinkRemoved) else event.link.name)
             self.dispatch(event)
 
     # ------------------------------------------------- control requests
@@ -185,9 +190,10 @@ class Daemon:
                 case Log():
                     emit(action)
                 case MoveAddress():
+                    self.announcer.cancel(action.src, action.address)
                     self.kernel.move_address(action)
                 case Announce():
-                    self.announcer.send(action.ifname, action.address)
+                    self.announcer.announce(action.ifname, action.address)
                 case StartProbing():
                     self.probes.open(action.ifname, action.family, action.index, action.source)
                 case StopProbing():
@@ -195,6 +201,7 @@ class Daemon:
                 case AddAddress():
                     self.kernel.add_address(action)
                 case RemoveAddress():
+                    self.announcer.cancel(action.ifname, action.address)
                     self.kernel.remove_address(action)
                 case PrepareInterface():
                     self.kernel.prepare(action.ifname, action.neigh_retrans_ms)

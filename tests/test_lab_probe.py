@@ -123,7 +123,7 @@ def longest_loss_run(d, nic):
     """The longest run of lost probes as the daemon counts them: probes it
     sent late count neither way."""
     run = longest = 0
-    for p in d.status()["probes"]:
+    for p in d.request("probes")["probes"]:
         if p["interface"] == nic and not p["late"]:
             run = run + 1 if p["status"] == "lost" else 0
             longest = max(longest, run)

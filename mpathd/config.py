@@ -41,6 +41,8 @@ class Defaults:
     fdt_ms: int = timing.DEFAULT_FDT_MS
     failback: bool = True
     track_only_groups: bool = True
+    announce_count: int = timing.DEFAULT_ANNOUNCE_COUNT
+    announce_interval_ms: int = timing.DEFAULT_ANNOUNCE_INTERVAL_MS
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class Config:
 # /etc/default/mpathd
 
 _YESNO = {"yes": True, "no": False}
+_KEYS = ("FAILURE_DETECTION_TIME", "FAILBACK", "TRACK_INTERFACES_ONLY_WITH_GROUPS", "ANNOUNCE_COUNT",
+         "ANNOUNCE_INTERVAL")
 
 
 def parse_defaults(text: str, path: str) -> tuple[Defaults, list[str]]:
@@ -105,9 +109,9 @@ def parse_defaults(text: str, path: str) -> tuple[Defaults, list[str]]:
         key = key.upper()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
-        if key not in ("FAILURE_DETECTION_TIME", "FAILBACK", "TRACK_INTERFACES_ONLY_WITH_GROUPS"):
-            raise ConfigError(path, n, f"unknown key {key!r} (expected FAILURE_DETECTION_TIME, "
-                                       "FAILBACK or TRACK_INTERFACES_ONLY_WITH_GROUPS)")
+        if key not in _KEYS:
+            raise ConfigError(path, n, f"unknown key {key!r} (expected {', '.join(_KEYS[:-1])} "
+                                       f"or {_KEYS[-1]})")
         if key in values:
             raise ConfigError(path, n, f"{key} set twice (first on line {values[key][1]})")
         values[key] = (value, n)
@@ -131,10 +135,23 @@ def parse_defaults(text: str, path: str) -> tuple[Defaults, list[str]]:
             raise ConfigError(path, n, f"Invalid value for {key} {value!r} (expected yes or no)")
         return _YESNO[value.lower()]
 
+    def number(key: str, low: int, high: int, unit: str, default: int) -> int:
+        if key not in values:
+            return default
+        value, n = values[key]
+        if not re.fullmatch(r"\d+", value) or not low <= int(value) <= high:
+            raise ConfigError(path, n, f"{key} must be a whole number{unit} from {low} to {high}, "
+                                       f"got {value!r}")
+        return int(value)
+
     failback = yesno("FAILBACK") if "FAILBACK" in values else True
     track = (yesno("TRACK_INTERFACES_ONLY_WITH_GROUPS")
              if "TRACK_INTERFACES_ONLY_WITH_GROUPS" in values else True)
-    return Defaults(fdt_ms=fdt, failback=failback, track_only_groups=track), warnings
+    count = number("ANNOUNCE_COUNT", 1, timing.MAX_ANNOUNCE_COUNT, "", timing.DEFAULT_ANNOUNCE_COUNT)
+    interval = number("ANNOUNCE_INTERVAL", timing.MIN_ANNOUNCE_INTERVAL_MS, timing.MAX_ANNOUNCE_INTERVAL_MS,
+                      " of milliseconds", timing.DEFAULT_ANNOUNCE_INTERVAL_MS)
+    return Defaults(fdt_ms=fdt, failback=failback, track_only_groups=track, announce_count=count,
+                    announce_interval_ms=interval), warnings
 
 
 # --------------------------------------------------------------------------

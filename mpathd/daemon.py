@@ -18,7 +18,8 @@ from .oneline import OneLineParser, load_config
 from .core.machine import Core
 from .core.reports import probes, status, summary
 from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, DeleteRoute, DropPath,
-                          Event, InstallRoute, Log, Offline, Online, PrepareInterface, Refused,
+                          Event, InstallRoute, LinkChanged, LinkRemoved, Log, Offline, Online,
+                          PrepareInterface, Refused,
                           ReleaseInterface, RemoveAddress, RestoreRoute, Resynced, SendProbe, SetPath,
                           Started, StartProbing, StateChanged, StopProbing, Tick)
 from .adapters.log import emit, log, setup
@@ -35,7 +36,7 @@ class Daemon:
         from .adapters.kernel import Kernel
         from .adapters.probesock import ProbeSockets
         self.kernel = Kernel()
-        self.announcer = Announcer()
+        self.announcer = Announcer(cfg.defaults)
         self.core = Core(cfg)
         self.sel = selectors.DefaultSelector()
         self.probes = ProbeSockets(lambda sock, cb: self.sel.register(sock, selectors.EVENT_READ, cb),
@@ -79,7 +80,8 @@ class Daemon:
                 # events of this turn change, the next turn reads it again.
                 core_deadline = self.core.next_deadline()
                 wake = core_deadline
-                for d in (self.control.next_deadline(), self.notifier.next_deadline()):
+                for d in (self.control.next_deadline(), self.notifier.next_deadline(),
+                          self.announcer.next_deadline()):
                     if d is not None and (wake is None or d < wake):
                         wake = d
                 for key, _ in self.sel.select(None if wake is None else max(0.0, wake - time.monotonic())):
@@ -87,6 +89,7 @@ class Daemon:
                 if self.control.clients:
                     self.control.expire()
                 self.notifier.tick()
+                self.announcer.tick()
                 if core_deadline is not None and time.monotonic() >= core_deadline:
                     self._guarded(self._tick)
         finally:
@@ -129,6 +132,7 @@ class Daemon:
             raise control.ControlError(f"reload refused: {e}") from None
         for warning in cfg.warnings:
             log.warning("%s", warning)
+        self.announcer.configure(cfg.defaults)
         self.dispatch(ConfigReloaded(cfg, *self.kernel.snapshot()))
         self.notifier.ready(summary(self.core.groups))
 
@@ -137,6 +141,8 @@ class Daemon:
 
     def _netlink(self) -> None:
         for event in self.kernel.read():
+            if isinstance(event, LinkRemoved) or (isinstance(event, LinkChanged) and not event.link.running):
+                self.announcer.cancel(event.name if isinstance(event, LinkRemoved) else event.link.name)
             self.dispatch(event)
 
     # ------------------------------------------------- control requests
@@ -196,7 +202,7 @@ class Daemon:
                 case Log():
                     emit(action)
                 case Announce():
-                    self.announcer.send(action.ifname, action.address)
+                    self.announcer.announce(action.ifname, action.address)
                 case StartProbing():
                     self.probes.open(action.ifname, action.family, action.index, action.source)
                 case StopProbing():
@@ -204,6 +210,7 @@ class Daemon:
                 case AddAddress():
                     self.kernel.add_address(action)
                 case RemoveAddress():
+                    self.announcer.cancel(action.ifname, action.address)
                     self.kernel.remove_address(action)
                 case SetPath():
                     self.kernel.routes.set_path(action.path, action.members)

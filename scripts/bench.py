@@ -297,6 +297,7 @@ def scale(p: dict) -> dict:
         time.sleep(p["scale"])
         cpu = (cpu_seconds(d.proc.pid) - c0) / (time.monotonic() - t0) * 100
         rss = rss_mib(d.proc.pid)
+        status = status_cost(d, cpu / 100, p["scale"] * 10)
         mon = lab.monitor()
         drops = {}
         for k in range(16):
@@ -316,9 +317,26 @@ def scale(p: dict) -> dict:
             detections.append(when - t)
         mon.close()
         return {"nics": 64, "groups": 16, "cpu_percent": cpu, "rss_mib": rss, "window_s": p["scale"],
-                "detection_s": stats(detections)}
+                "detection_s": stats(detections), "status": status}
     finally:
         lab.destroy()
+
+
+def status_cost(d, idle_share: float, n: int) -> dict:
+    """n status requests one after the other, as root (not rate-limited):
+    the daemon's CPU per request beyond what probing takes meanwhile
+    (idle_share of a core, measured just before), the round trip as the
+    client sees it, and the size of the reply."""
+    rtts = []
+    c0, t0 = cpu_seconds(d.proc.pid), time.monotonic()
+    for _ in range(n):
+        t = time.monotonic()
+        reply = d.status()
+        rtts.append(time.monotonic() - t)
+    elapsed = time.monotonic() - t0
+    cpu = cpu_seconds(d.proc.pid) - c0 - idle_share * elapsed
+    return {"requests": n, "cpu_ms": max(0.0, cpu) / n * 1000, "rtt_s": stats(rtts),
+            "bytes": len(json.dumps(reply))}
 
 
 # ---------------------------------------------------------------- report
@@ -427,7 +445,15 @@ def report(r: dict, command: str, plot: str | None) -> str:
                   "| CPU (% of a core) | RSS | detection min / median / max |", "|---|---|---|",
                   f"| {x['cpu_percent']:.1f} % over {x['window_s']} s | {x['rss_mib']:.0f} MiB | "
                   f"{d['min']:.3f} / {d['median']:.3f} / {d['max']:.3f} s |", ""]
+        st = x["status"]
+        lines += [f"A status request of this lab ({st['requests']} one after the other, as root): the daemon's "
+                  "CPU per request beyond probing's, the round trip as `ipmpctl` sees it, and the reply's size "
+                  "(probe records are the `probes` request's since issue 11).", "",
+                  "| daemon CPU per status | round trip median / max | reply |", "|---|---|---|",
+                  f"| {st['cpu_ms']:.2f} ms | {1000 * st['rtt_s']['median']:.2f} / "
+                  f"{1000 * st['rtt_s']['max']:.2f} ms | {st['bytes'] / 1024:.0f} KiB |", ""]
         budgets.append(("scale: ≤ 15 % of a core", x["cpu_percent"] <= 15, f"{x['cpu_percent']:.1f} %"))
+        budgets.append(("scale: status ≤ 5 ms", st["cpu_ms"] <= 5, f"{st['cpu_ms']:.2f} ms"))
         budgets.append(("scale: detection ≤ FDT", d["max"] <= 1.0, f"max {d['max']:.3f} s"))
     lines += ["## Budgets", "", "| budget | verdict | measured |", "|---|---|---|"]
     lines += [f"| {name} | {verdict(ok)} | {value} |" for name, ok, value in budgets]

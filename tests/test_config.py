@@ -98,6 +98,9 @@ def test_defaults_parse_and_clamp():
     assert d.fdt_ms == 100
     assert warnings == ["d:1: Too small failure detection time of 50, assuming minimum of 100 ms"]
     assert parse_defaults("", "d")[0] == config.Defaults()
+    d, _ = parse_defaults("ANNOUNCE_COUNT=3\nANNOUNCE_INTERVAL=500\n", "d")
+    assert (d.announce_count, d.announce_interval_ms) == (3, 500)
+    assert (config.Defaults().announce_count, config.Defaults().announce_interval_ms) == (5, 200)
 
 
 @pytest.mark.parametrize("text, line, words", [
@@ -106,6 +109,9 @@ def test_defaults_parse_and_clamp():
     ("FAILBACK=sometimes\n", 1, "Invalid value for FAILBACK"),
     ("FAILBACK=yes\nFAILBACK=no\n", 2, "set twice"),
     ("FDT=100\n", 1, "unknown key 'FDT'"),
+    ("ANNOUNCE_COUNT=0\n", 1, "ANNOUNCE_COUNT must be a whole number from 1 to 255, got '0'"),
+    ("\nANNOUNCE_INTERVAL=5\n", 2, "ANNOUNCE_INTERVAL must be a whole number of milliseconds from 10 to 10000"),
+    ("ANNOUNCE_INTERVAL=0.2s\n", 1, "ANNOUNCE_INTERVAL must be a whole number"),
     ("just words\n", 1, "expected KEY=VALUE"),
 ])
 def test_bad_defaults_name_the_line(text, line, words):

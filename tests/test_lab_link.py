@@ -2,6 +2,7 @@
 links, read the kernel's state."""
 
 import json
+import re
 import sys
 import time
 
@@ -245,3 +246,59 @@ def test_a_flapping_link_is_held_failed(make_lab):
     time.sleep(0.5)
     assert lab.holders("192.0.2.100/24") == ["eth2"]
     assert next(i for i in d.status()["interfaces"] if i["name"] == "eth0")["state"] == "failed"
+
+
+def announcements(cap, mac):
+    """Stop a capture of 'arp or icmp6' and return, per announced address,
+    the times of the gratuitous ARPs and unsolicited NAs sent from mac."""
+    cap.terminate()
+    out, _ = cap.communicate(timeout=10)
+    seen: dict[str, list[float]] = {}
+    for line in out.splitlines():
+        if f" {mac} > " not in line:
+            continue
+        if m := re.search(r"who-has (\S+) tell (\S+),", line):
+            if m[1] == m[2]:
+                seen.setdefault(m[1], []).append(float(line.split()[0]))
+        elif m := re.search(r"neighbor advertisement, tgt is (\S+),", line):
+            seen.setdefault(m[1], []).append(float(line.split()[0]))
+    return seen
+
+
+def test_a_move_is_announced_five_times_over_the_first_second(make_lab):
+    lab = make_lab(nics=2)
+    lab.start_daemon(TWO)
+    time.sleep(1.2)                                   # the start-up announcements are over
+    cap = lab.capture("rtr", "eth0", "arp or icmp6")
+    lab.cut("eth0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], what="failover")
+    time.sleep(1.5)
+    seen = announcements(cap, mac_of(1))
+    assert set(seen) == {"192.0.2.100", "2001:db8:1::100"}, seen
+    for addr, times in seen.items():
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert len(times) == 5, (addr, times)
+        assert all(0.15 < g < 0.4 for g in gaps), (addr, gaps)      # 200 ms apart, never bunched
+
+
+def test_a_newer_move_ends_the_repeats_of_the_older_one(make_lab):
+    # no test addresses: eth0 is repaired on its carrier alone and the
+    # address fails back while eth1 is still repeating its announcements
+    lab = make_lab(nics=2)
+    lab.start_daemon("groups:\n  ipmp0:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n"
+                     "      eth1: {data: [192.0.2.101/24]}\n",
+                     defaults="ANNOUNCE_COUNT=4\nANNOUNCE_INTERVAL=400\n")
+    cap = lab.capture("rtr", "eth0", "arp")
+    lab.cut("eth0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], what="failover")
+    time.sleep(0.5)
+    lab.restore("eth0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth0"], what="failback")
+    time.sleep(2)
+    from_eth1 = announcements(cap, mac_of(1)).get("192.0.2.100", [])
+    assert len(from_eth1) == 2, from_eth1           # at once and 400 ms later, then the failback
+    cap = lab.capture("rtr", "eth0", "arp")
+    lab.cut("eth0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], what="second failover")
+    time.sleep(2)
+    assert len(announcements(cap, mac_of(1)).get("192.0.2.100", [])) == 4    # the configured count

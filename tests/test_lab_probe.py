@@ -123,7 +123,7 @@ def longest_loss_run(d, nic):
     """The longest run of lost probes as the daemon counts them: probes it
     sent late count neither way."""
     run = longest = 0
-    for p in d.status()["probes"]:
+    for p in d.request("probes")["probes"]:
         if p["interface"] == nic and not p["late"]:
             run = run + 1 if p["status"] == "lost" else 0
             longest = max(longest, run)
@@ -146,3 +146,35 @@ def test_random_loss_does_not_fail_the_nic_but_total_loss_does(make_lab):
     assert ("failure detected on eth0" in d.log()) == (longest_loss_run(d, "eth0") >= 5), d.log()
     lab.drop("eth0", percent=100, what="ip protocol icmp", direction="out")
     wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], timeout=10, what="failover at 100% loss")
+
+
+# Loaded by the daemon's interpreter (PYTHONPATH): every probe of eth0 is
+# held up 80 ms between the core scheduling it and the adapter sending it,
+# as a stalled host would.
+STALL = """
+import time
+from mpathd.adapters import probesock
+send = probesock.ProbeSockets.send
+def stalled(self, p):
+    if p.ifname == "eth0":
+        time.sleep(0.080)
+    send(self, p)
+probesock.ProbeSockets.send = stalled
+"""
+
+
+def test_a_daemon_stalled_before_sending_measures_the_path_not_itself(make_lab, tmp_path):
+    # FDT 1.4 s: a probe every 200 ms. Timed from the schedule, eth0's RTTs
+    # would be 80 ms and more (an estimate of 240 ms: the FDT is raised).
+    (tmp_path / "sitecustomize.py").write_text(STALL)
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(GROUP + "    targets: [192.0.2.1]\n", defaults="FAILURE_DETECTION_TIME=1400\n",
+                         env={"PYTHONPATH": str(tmp_path)})
+    d.wait_probing("eth0", "eth1")
+    time.sleep(4)
+    rtts = [p["rtt_ms"] for p in d.request("probes")["probes"] if p["interface"] == "eth0" and p["rtt_ms"]]
+    assert len(rtts) >= 12 and max(rtts) < 30, rtts
+    for t in d.status()["targets"]:
+        assert t["rtt"]["192.0.2.1"]["avg_ms"] < 10, t
+    assert d.status()["groups"][0]["fdt_ms"] == 1400
+    assert "Cannot meet requested failure detection time" not in d.log()

@@ -139,6 +139,52 @@ def test_malformed_huge_and_slow_requests_never_stall_probing(make_lab):
     assert d.proc.poll() is None and "Traceback" not in d.log()
 
 
+# One unprivileged client: status requests as fast as it gets answers, each
+# 10 ms after the last, for a given time; prints how many were served and
+# how many refused by the rate limit.
+POLLER = """
+import json, sys, time
+from mpathd.adapters.control import ControlError, request
+served = limited = 0
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        request(sys.argv[1], "status")
+        served += 1
+    except ControlError as e:
+        assert "too many requests from unprivileged users" in str(e), e
+        limited += 1
+    time.sleep(0.01)
+print(json.dumps({"served": served, "limited": limited}))
+"""
+
+
+def test_eight_unprivileged_pollers_do_not_hold_up_probing(make_lab):
+    nics = 8
+    lab = make_lab(nics=nics)
+    group = "groups:\n  ipmp0:\n    targets: [192.0.2.1]\n    interfaces:\n" + "".join(
+        f"      eth{i}: {{data: [192.0.2.{100 + i}/24], test: [192.0.2.{10 + i}/24]}}\n" for i in range(nics))
+    d = lab.start_daemon(group, defaults="FAILURE_DETECTION_TIME=300\n")
+    d.wait_probing(*lab.nics)
+    time.sleep(1.5)                                   # a full probe history on every NIC
+    before = {i["name"]: dict(i["probes"]) for i in d.status()["interfaces"]}
+    pollers = [subprocess.Popen(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                                 "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", POLLER,
+                                 d.control, "5"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+               for _ in range(8)]
+    results = [json.loads(p.communicate(timeout=30)[0]) for p in pollers]
+    after = {i["name"]: i["probes"] for i in d.status()["interfaces"]}
+    for nic in lab.nics:
+        late, missed = (after[nic][k] - before[nic][k] for k in ("late", "missed"))
+        sent = after[nic]["sent"] - before[nic]["sent"]
+        assert (late, missed) == (0, 0), (nic, before[nic], after[nic])
+        assert sent >= 5 / (0.3 / 7) * 0.8, (nic, sent)          # on schedule: one per interval
+    served = sum(r["served"] for r in results)
+    assert served >= 5 * 20 * 0.8 and all(r["served"] for r in results), results   # the limit's rate
+    assert served <= 5 * 20 + 10 + 5, results
+    assert all(i["state"] == "ok" for i in d.status()["interfaces"])
+
+
 def test_metrics_from_a_live_daemon_parse(make_lab):
     lab = make_lab(nics=2)
     lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "onlink")

@@ -129,6 +129,27 @@ def test_late_reply_turns_a_loss_into_an_answer():
     assert p.consecutive("lost") == 0 and p.consecutive("acked") == 1
 
 
+def test_the_rtt_runs_from_when_the_probe_was_sent_not_scheduled():
+    # the daemon sends each probe 60 ms after the core scheduled it; the
+    # path takes 1 ms. A send time outside [scheduled, answer] is ignored.
+    p = Prober(4, 0.1, random.Random(0))
+    p.set_targets("routes", [ROUTER])
+    p.start(0.0)
+    for _ in range(30):
+        now = p.deadline()
+        (probe,), _ = p.due(now)
+        assert p.reply(ROUTER, probe.seq, probe.nonce, now + 0.061, sent=now + 0.060) == "ack"
+    assert [round(r.rtt, 6) for r in list(p.records)[-3:]] == [0.001] * 3
+    assert p.targets[0].rtt.crtt < 0.005
+    now = p.deadline()
+    (probe,), _ = p.due(now)
+    p.reply(ROUTER, probe.seq, probe.nonce, now + 0.002, sent=now + 0.5)       # after the answer
+    now = p.deadline()
+    (probe2,), _ = p.due(now)
+    p.reply(ROUTER, probe2.seq, probe2.nonce, now + 0.003, sent=now - 7)       # before the schedule
+    assert [round(r.rtt, 6) for r in list(p.records)[-2:]] == [0.002, 0.003]
+
+
 def test_a_dead_target_is_replaced_without_failing_the_nic():
     yaml = GROUP + "    targets: [192.0.2.1, 192.0.2.2, 192.0.2.3]\n"
     net = Net(yaml=yaml)

@@ -25,6 +25,13 @@ MAX_REQUEST = 64 * 1024           # bytes; a status request is ~20
 CLIENT_TIMEOUT_S = 2.0            # a slow client is cut off, never waited for
 MAX_CLIENTS = 64                  # connections at once; beyond that new ones are closed at once
 MAX_CLIENTS_PER_UID = 8           # so that one unprivileged user cannot take them all
+# Requests from users other than root, all together: UNPRIVILEGED_RATE a
+# second on average, UNPRIVILEGED_BURST at once; beyond that the request is
+# answered with an error and nothing is computed. A status of 64 NICs costs
+# under 5 ms (BENCHMARKS.md), so they take at most a tenth of the loop,
+# and leave room for four `ipmpctl probes` followers (5 polls a second each).
+UNPRIVILEGED_RATE = 20.0
+UNPRIVILEGED_BURST = 10
 
 
 class ControlError(Exception):
@@ -79,6 +86,7 @@ class ControlServer:
         os.chmod(path, 0o666)             # anyone may ask; SO_PEERCRED decides what they may do
         self.sock.listen(128)
         self.clients: dict[int, _Client] = {}
+        self._tokens, self._filled = float(UNPRIVILEGED_BURST), clock()
         self.sel.register(self.sock, selectors.EVENT_READ, self._accept)
 
     @staticmethod
@@ -179,11 +187,23 @@ class ControlServer:
                 raise ControlError(f"{req['cmd']!r} needs root (you are uid {peer.uid})")
             if command is None:
                 raise ControlError(f"unknown command {req['cmd']!r}")
+            if peer.uid != 0 and not self._take_token():
+                raise ControlError(f"too many requests from unprivileged users (at most "
+                                   f"{UNPRIVILEGED_RATE:.0f} a second); try again shortly")
             return {"ok": True, "result": command.run(req, peer)}
         except (ValueError, UnicodeDecodeError, RecursionError):
             return {"ok": False, "error": "request is not valid JSON"}
         except ControlError as e:
             return {"ok": False, "error": str(e)}
+
+    def _take_token(self) -> bool:
+        now = self.clock()
+        self._tokens = min(UNPRIVILEGED_BURST, self._tokens + (now - self._filled) * UNPRIVILEGED_RATE)
+        self._filled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
     def _write(self, c: _Client) -> None:
         try:

@@ -7,6 +7,17 @@ replies, and kernel receive time stamps. The echo request is built once
 with scapy; each probe patches its sequence number, nonce, time stamp and
 checksum into one buffer kept per socket. Replies are parsed by offset,
 never dissected.
+
+RTTs are the kernel's receive time stamp (SO_TIMESTAMPNS, CLOCK_REALTIME,
+moved to the monotonic clock as it is read) less the send time: the
+monotonic clock read as the probe is patched, just before sendto(), and
+echoed back by the target in the probe's payload. It costs no system call
+and no state per probe; the core checks that it lies between the probe's
+scheduled time and its answer, so a mangled payload changes nothing. (A
+kernel transmit time stamp, SO_TIMESTAMPING, would add a recvmsg() of the
+error queue and a wake-up per probe, for the microseconds between here and
+the driver; only the first probes of a path wait longer, for neighbour
+resolution, and those are never sampled: core/probe.py.)
 """
 
 from __future__ import annotations
@@ -169,13 +180,13 @@ class ProbeSockets:
             return self._bad(s, src, f"probe reply type {icmp_type} code {code}")
         if len(data) < 8 + PAYLOAD.size:
             return self._bad(s, src, f"probe reply too short: {len(data)} bytes")
-        nonce, _sent_ns, kind = PAYLOAD.unpack_from(data, 8)
+        nonce, sent_ns, kind = PAYLOAD.unpack_from(data, 8)
         ip = self._ips.get(src)
         if ip is None:
             if len(self._ips) > 1024:
                 self._ips.clear()
             ip = self._ips[src] = ipaddress.ip_address(src.split("%")[0])
-        return ProbeReply(s.ifname, s.family, ip, seq, nonce, kind, rx)
+        return ProbeReply(s.ifname, s.family, ip, seq, nonce, kind, rx, sent_ns / 1e9)
 
     def _bad(self, s: _Sock, src: str, why: str) -> None:
         now = time.monotonic()

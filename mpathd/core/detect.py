@@ -126,7 +126,7 @@ class Health:
     def reply(self, prober: Prober, ev: ProbeReply, learn: bool) -> Target | None:
         """An echo reply to one of `prober`'s probes: the target that
         answered, or None if it answers nothing we sent."""
-        if prober.reply(ev.src, ev.seq, ev.nonce, ev.rx, learn=learn) is None:
+        if prober.reply(ev.src, ev.seq, ev.nonce, ev.rx, ev.sent, learn=learn) is None:
             return None
         return prober.by_seq[ev.seq].target
 

@@ -148,6 +148,8 @@ class ProbeReply(NamedTuple):
     nonce: int
     kind: int
     rx: float                  # kernel receive time, on the monotonic clock
+    sent: float | None = None  # when the probe went to the kernel (read at sendto, carried in
+                               # the probe and echoed back), on the monotonic clock
 
 
 @dataclass(frozen=True)

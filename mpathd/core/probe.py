@@ -275,10 +275,17 @@ class Prober:
         self.mode = "multicast"
         return True
 
-    def reply(self, src: IP, seq: int, nonce: int, rx: float, learn: bool = True) -> str | None:
+    def reply(self, src: IP, seq: int, nonce: int, rx: float, sent: float | None = None,
+              learn: bool = True) -> str | None:
         """Match an echo reply; return 'ack', 'late-ack' (it turned a loss
         into an answer) or None if it answers nothing we sent: spoofed, stray
         or duplicate. Source, sequence number and nonce must all match.
+
+        The RTT runs from `sent`, when the probe really went to the kernel,
+        not from when it was scheduled: a daemon held up between the two
+        (a stalled host) must not take its own delay for the path's. A
+        `sent` outside [scheduled, rx] cannot be true (the target mangled
+        the payload) and the scheduled time stands.
 
         The RTT feeds the estimator only if `learn` (in.mpathd: the NIC works
         and its group has not failed), the sample is below HISTORY intervals,
@@ -300,6 +307,8 @@ class Prober:
         else:
             self.outstanding.remove(slot)
         slot.status = ACKED
+        if sent is not None and slot.sent <= sent <= rx:
+            slot.sent = sent
         slot.rtt = max(0.0, rx - slot.sent)
         self.stats["acked"] += 1
         self.last_ack = rx if self.last_ack is None else max(self.last_ack, rx)

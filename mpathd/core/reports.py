@@ -46,7 +46,9 @@ def probes(core: Core, now: float, since: int = 0) -> list[dict]:
     return rows
 
 def status(core: Core, now: float) -> dict:
-    """The daemon's state for `ipmpctl --json` (README: a stable contract)."""
+    """The daemon's state for `ipmpctl --json` (README: a stable contract).
+    It holds no probe records: those are the `probes` request's, and a
+    status stays cheap however many probes the NICs keep."""
     groups, interfaces, addresses, target_rows = [], [], [], []
     for g in core.groups:
         groups.append({
@@ -95,7 +97,7 @@ def status(core: Core, now: float) -> dict:
         target_rows.append({"interface": n.name, "family": None, "mode": "disabled",
                             "testaddr": None, "targets": []})
     return {"groups": groups, "interfaces": interfaces, "addresses": addresses,
-            "targets": target_rows, "routes": routes(core), "probes": probes(core, now),
+            "targets": target_rows, "routes": routes(core),
             "summary": summary(core.groups)}
 
 

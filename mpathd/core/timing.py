@@ -64,6 +64,23 @@ def neigh_retrans_ms(fdt_ms: int) -> int:
     return max(10, min(NEIGH_RETRANS_MAX_MS, int(probe_interval(fdt_ms))))
 
 
+# A moved address is announced (gratuitous ARP, unsolicited NA) ANNOUNCE_COUNT
+# times, ANNOUNCE_INTERVAL_MS apart, the first at once. A single frame is lost
+# to a switch port that is not forwarding yet or a busy neighbour, and the
+# neighbour then keeps the old MAC until its entry expires. keepalived sends 5
+# at a transition (vrrp_garp_master_repeat); bonding repeats its
+# num_grat_arp/num_unsol_na every peer_notif_delay, which defaults to miimon
+# (100-200 ms in common setups). Five frames 200 ms apart cover the first
+# 0.8 s, longer than a port takes to start forwarding after a link event,
+# and cost 5 frames per address per move. bonding's range of counts (1-255,
+# 0 is not offered: a move must be announced) bounds the key.
+DEFAULT_ANNOUNCE_COUNT = 5
+DEFAULT_ANNOUNCE_INTERVAL_MS = 200
+MAX_ANNOUNCE_COUNT = 255
+MIN_ANNOUNCE_INTERVAL_MS = 10           # below the loop's scheduling jitter it means nothing
+MAX_ANNOUNCE_INTERVAL_MS = 10_000
+
+
 # The probe view (ipmpstat -p) shows the last PROBE_RECORDS finished probes
 # per NIC and family: at the shortest FDT (100 ms, a probe every 14 ms) that
 # is 0.9 s, so `ipmpctl probes` polls five times a second (FOLLOW_POLL_S).

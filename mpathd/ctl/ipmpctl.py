@@ -170,16 +170,17 @@ def _namer() -> Callable[[str], str] | None:
     return name
 
 
-def _name_addresses(status: dict) -> None:
+def _name_addresses(report: dict) -> None:
+    """Names for the addresses of a status or a probes reply, in place."""
     name = _namer()
     if name is None:
         return
-    for a in status["addresses"]:
+    for a in report.get("addresses", ()):
         a["address"] = name(a["address"])
-    for t in status["targets"]:
+    for t in report.get("targets", ()):
         t["targets"] = [name(x) for x in t["targets"]]
         t["testaddr"] = t["testaddr"] and name(t["testaddr"])
-    for p in status["probes"]:
+    for p in report.get("probes", ()):
         p["target"] = name(p["target"])
 
 
@@ -314,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "probes" and not args.once:
         return _follow(args, chosen["probes"], parsable)
     try:
-        status = control.request(args.control, "status")
+        # the probe records have a request of their own: a status carries none
+        status = control.request(args.control, "probes" if args.cmd == "probes" else "status")
     except control.ControlError as e:
         print(f"ipmpctl: {e}", file=sys.stderr)
         return 1

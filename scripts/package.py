@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEB = ROOT / "packaging/debian"
 VENDORED = ("pyroute2", "scapy")
 LIB = "usr/lib/mpathd"
-UNITS = "lib/systemd/system"
+# /usr/lib, not /lib: Debian 13 has /lib only as an alias of /usr/lib, and dpkg
+# warns on purge about directories it reaches through the alias.
+UNITS = "usr/lib/systemd/system"
 # The daemon is for root (sbin); any user may look with ipmpctl (bin).
 COMMAND_DIRS = {"mpathd": "usr/sbin", "ipmpctl": "usr/bin"}
 # The namespace lab is for tests, demo and benchmarks, not for a host.

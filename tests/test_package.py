@@ -58,7 +58,7 @@ def unpacked(deb, tmp_path_factory):
 
 
 def unit_text(unpacked, name):
-    return (unpacked / "lib/systemd/system" / name).read_text()
+    return (unpacked / "usr/lib/systemd/system" / name).read_text()
 
 
 def directive(text, key):
@@ -75,9 +75,9 @@ def test_control_fields_and_contents(deb, unpacked):
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
     entries = {line.split()[-1].removeprefix("."): line.split()[0] for line in listing.splitlines()}
     for path, mode in {"/usr/sbin/mpathd": "-rwxr-xr-x", "/usr/bin/ipmpctl": "-rwxr-xr-x",
-                       "/lib/systemd/system/mpathd.service": "-rw-r--r--",
-                       "/lib/systemd/system/mpathd-metrics.service": "-rw-r--r--",
-                       "/lib/systemd/system/mpathd-metrics.timer": "-rw-r--r--",
+                       "/usr/lib/systemd/system/mpathd.service": "-rw-r--r--",
+                       "/usr/lib/systemd/system/mpathd-metrics.service": "-rw-r--r--",
+                       "/usr/lib/systemd/system/mpathd-metrics.timer": "-rw-r--r--",
                        "/etc/default/mpathd": "-rw-r--r--", "/etc/mpathd/groups.yaml": "-rw-r--r--",
                        "/usr/share/man/man8/mpathd.8.gz": "-rw-r--r--",
                        "/usr/share/man/man8/ipmpctl.8.gz": "-rw-r--r--",

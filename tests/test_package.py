@@ -18,18 +18,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mpathd import control
-from mpathd.lab import FAR4, FAR6, ROUTER4, ROUTER6, Daemon, wait_for
+from mpathd.lab import FAR4, FAR6, PAIR_GROUP, ROUTER4, ROUTER6, Daemon, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 FDT = "FAILURE_DETECTION_TIME=1000\n"
-GROUP = """
-groups:
-  ipmp0:
-    interfaces:
-      eth0: {data: [192.0.2.100/24, "2001:db8:1::100/64"], test: [192.0.2.10/24]}
-      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
-"""
+# the lab's pair, with an IPv6 data address too
+GROUP = PAIR_GROUP.replace("data: [192.0.2.100/24]", 'data: [192.0.2.100/24, "2001:db8:1::100/64"]')
 
 
 def need(*tools):

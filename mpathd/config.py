@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from . import timing
+from .core import timing
 
 Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -66,16 +66,6 @@ class Config:
     defaults: Defaults = Defaults()
     groups: tuple[GroupConfig, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
-
-    def interface(self, name: str) -> InterfaceConfig | None:
-        for g in self.groups:
-            for i in g.interfaces:
-                if i.name == name:
-                    return i
-        return None
-
-    def group(self, name: str) -> GroupConfig | None:
-        return next((g for g in self.groups if g.name == name), None)
 
 
 # --------------------------------------------------------------------------

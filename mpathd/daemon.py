@@ -13,14 +13,15 @@ import sys
 import time
 
 from . import config as configmod
-from . import control
-from .cli import OneLineParser, load_config
-from .core import Core
-from .events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, Log, MoveAddress,
+from .adapters import control
+from .oneline import OneLineParser, load_config
+from .core.machine import Core
+from .core.reports import probes, status, summary
+from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, Log, MoveAddress,
                      Offline, Online, PrepareInterface, Refused, ReleaseInterface, RemoveAddress,
                      Resynced, SendProbe, Started, StartProbing, StateChanged, StopProbing, Tick)
-from .log import emit, log, setup
-from .notify import Notifier
+from .adapters.log import emit, log, setup
+from .adapters.notify import Notifier
 
 _TICK = Tick()                   # no fields: one instance serves every turn
 
@@ -29,17 +30,24 @@ class Daemon:
     def __init__(self, cfg: configmod.Config, control_path: str, defaults_path: str, groups_path: str):
         self.paths = (defaults_path, groups_path)
         # scapy is imported here, once, and never on an event.
-        from .announce import Announcer
-        from .kernel import Kernel
-        from .probesock import ProbeSockets
+        from .adapters.announce import Announcer
+        from .adapters.kernel import Kernel
+        from .adapters.probesock import ProbeSockets
         self.kernel = Kernel()
         self.announcer = Announcer()
-        self.core = Core(cfg, time.monotonic)
+        self.core = Core(cfg)
         self.sel = selectors.DefaultSelector()
         self.probes = ProbeSockets(lambda sock, cb: self.sel.register(sock, selectors.EVENT_READ, cb),
                                    self.sel.unregister, self.dispatch)
         self.sel.register(self.kernel, selectors.EVENT_READ, self._netlink)
-        self.control = control.ControlServer(control_path, self._request, self.sel)
+        self.control = control.ControlServer(control_path, {
+            "ping": control.Command(lambda req, peer: {}, read_only=True),
+            "status": control.Command(lambda req, peer: status(self.core, time.monotonic()), read_only=True),
+            "probes": control.Command(self._probes, read_only=True),
+            "reload": control.Command(self._reload, read_only=False),
+            "offline": control.Command(self._offline_online, read_only=False),
+            "online": control.Command(self._offline_online, read_only=False),
+        }, self.sel)
         self._signal_r, self._signal_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.sel.register(self._signal_r, selectors.EVENT_READ, self._signals)
         self.stopping = False
@@ -62,8 +70,8 @@ class Daemon:
         # again and again as probes allocate.
         gc.collect()
         gc.freeze()
-        log.info("mpathd ready: %s", self.core.summary())
-        self.notifier.ready(self.core.summary())
+        log.info("mpathd ready: %s", summary(self.core.groups))
+        self.notifier.ready(summary(self.core.groups))
         try:
             while not self.stopping:
                 # The core's deadline is read once a turn: whatever the
@@ -116,12 +124,12 @@ class Daemon:
             cfg = configmod.load(*self.paths)
         except configmod.ConfigError as e:
             log.error("reload refused, the running configuration stays: %s", e)
-            self.notifier.ready(self.core.summary())
+            self.notifier.ready(summary(self.core.groups))
             raise control.ControlError(f"reload refused: {e}") from None
         for warning in cfg.warnings:
             log.warning("%s", warning)
         self.dispatch(ConfigReloaded(cfg, *self.kernel.snapshot()))
-        self.notifier.ready(self.core.summary())
+        self.notifier.ready(summary(self.core.groups))
 
     def _tick(self) -> None:
         self.dispatch(_TICK)
@@ -130,31 +138,28 @@ class Daemon:
         for event in self.kernel.read():
             self.dispatch(event)
 
-    def _request(self, req: dict, peer: control.Peer) -> dict:
-        cmd = req["cmd"]
-        if cmd == "ping":
-            return {}
-        if cmd == "status":
-            return self.core.status()
-        if cmd == "probes":
-            since = req.get("since", 0)
-            if type(since) is not int or since < 0:
-                raise control.ControlError('probes: "since" must be a record id, an integer >= 0')
-            return {"probes": self.core.probes(since), "instance": self.instance}
-        if cmd == "reload":
-            self.reload()
-            return {"summary": self.core.summary()}
-        if cmd in ("offline", "online"):
-            ifname = req.get("interface")
-            if not isinstance(ifname, str) or not ifname:
-                raise control.ControlError(f'{cmd} needs an "interface" string')
-            self._refused = []
-            self.dispatch(Offline(ifname, bool(req.get("force"))) if cmd == "offline" else Online(ifname))
-            if self._refused:
-                log.error("refused %s %s: %s", cmd, ifname, self._refused[0])
-                raise control.ControlError(self._refused[0])
-            return {"summary": self.core.summary()}
-        raise control.ControlError(f"unknown command {cmd!r}")
+    # ------------------------------------------------- control requests
+
+    def _probes(self, req: dict, peer: control.Peer) -> dict:
+        since = req.get("since", 0)
+        if type(since) is not int or since < 0:
+            raise control.ControlError('probes: "since" must be a record id, an integer >= 0')
+        return {"probes": probes(self.core, time.monotonic(), since), "instance": self.instance}
+
+    def _reload(self, req: dict, peer: control.Peer) -> dict:
+        self.reload()
+        return {"summary": summary(self.core.groups)}
+
+    def _offline_online(self, req: dict, peer: control.Peer) -> dict:
+        cmd, ifname = req["cmd"], req.get("interface")
+        if not isinstance(ifname, str) or not ifname:
+            raise control.ControlError(f'{cmd} needs an "interface" string')
+        self._refused = []
+        self.dispatch(Offline(ifname, bool(req.get("force"))) if cmd == "offline" else Online(ifname))
+        if self._refused:
+            log.error("refused %s %s: %s", cmd, ifname, self._refused[0])
+            raise control.ControlError(self._refused[0])
+        return {"summary": summary(self.core.groups)}
 
     # --------------------------------------------------------- the actions
 
@@ -162,7 +167,7 @@ class Daemon:
         pending = [event]
         resynced = False
         while pending:
-            failures = [f for action in self.core.handle(pending.pop(0))
+            failures = [f for action in self.core.handle(pending.pop(0), time.monotonic())
                         if (f := self.execute(action)) is not None]
             pending += failures
             if failures and not resynced:

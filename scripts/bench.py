@@ -1,7 +1,7 @@
 """The mpathd benchmarks behind scripts/bench: failover outage as a peer sees
 it, detection against the FDT, false failovers under load, cost per probe,
 idle cost, start-up time, and scale. Everything runs in namespace labs built
-by mpathd.lab; every loop is bounded.
+by the lab package; every loop is bounded.
 
 A carrier loss is timed by the kernel's own link event (`ip -ts monitor`).
 A silent loss is timed when the nft command that makes it has returned: the
@@ -23,8 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-from mpathd.lab import PAIR_GROUP as PAIR
-from mpathd.lab import ROUTER4, Lab, wait_for
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # lab/ is not installed: the checkout's
+
+from lab import PAIR_GROUP as PAIR
+from lab import ROUTER4, Lab, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 HZ = os.sysconf("SC_CLK_TCK")
@@ -348,7 +350,7 @@ def report(r: dict, command: str, plot: str | None) -> str:
         "# mpathd benchmarks", "",
         f"Produced by `{command}` on {m['date']}: Linux {m['kernel']}, {m['cores']} cores "
         f"({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}. Everything runs in network "
-        "namespaces on veth pairs and a Linux bridge (see `mpathd/lab.py`); faults are a switch port "
+        "namespaces on veth pairs and a Linux bridge (see `lab/__init__.py`); faults are a switch port "
         "taken down (carrier loss) or an nftables bridge rule (silent loss).", "",
     ]
     budgets = []
@@ -402,7 +404,7 @@ def report(r: dict, command: str, plot: str | None) -> str:
         lines += ["## 4. Cost", "",
                   f"CPU per probe (send, receive, bookkeeping, timers) of the daemon at FDT 100 ms, "
                   f"{x['probes_per_s']:.0f} probes/s, against a bare Python raw-socket echo loop "
-                  "(`labtraffic probe-floor`) sending at the same rate from a third NIC at the same time, "
+                  "(`lab/traffic.py probe-floor`) sending at the same rate from a third NIC at the same time, "
                   "over three windows; the median window is shown, and the ratio of each.", "",
                   "| daemon µs/probe | floor µs/probe | ratio | ratio per window |", "|---|---|---|---|",
                   f"| {x['daemon_us']:.0f} | {x['floor_us']:.0f} | {x['ratio']:.2f} | "

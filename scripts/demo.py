@@ -8,8 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from mpathd.lab import FAR4, ROUTER4, Lab, mac_of, wait_for
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # lab/ is not installed: the checkout's
+
+from lab import FAR4, ROUTER4, Lab, mac_of, wait_for
 
 GROUPS = """\
 groups:

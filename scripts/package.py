@@ -31,8 +31,6 @@ LIB = "usr/lib/mpathd"
 UNITS = "usr/lib/systemd/system"
 # The daemon is for root (sbin); any user may look with ipmpctl (bin).
 COMMAND_DIRS = {"mpathd": "usr/sbin", "ipmpctl": "usr/bin"}
-# The namespace lab is for tests, demo and benchmarks, not for a host.
-NOT_SHIPPED = ("mpathd/lab.py", "mpathd/labtraffic.py")
 
 
 def put(root: Path, rel: str, data: bytes, mode: int = 0o644) -> None:
@@ -62,8 +60,8 @@ def build(out_dir: Path) -> Path:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile",
                         "--only-binary", ",".join(VENDORED), "--target", str(lib), str(source), *pins],
                        check=True)
-        # pip's scripts and data files, its record of the build folder, the lab
-        for extra in ("bin", "share", f"mpathd-{version}.dist-info/direct_url.json", *NOT_SHIPPED):
+        # pip's scripts and data files, its record of the build folder
+        for extra in ("bin", "share", f"mpathd-{version}.dist-info/direct_url.json"):
             path = lib / extra
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         wrapper = (DEB / "wrapper.in").read_text()

@@ -2,7 +2,15 @@ import os
 
 import pytest
 
-from mpathd.lab import Lab
+from lab import Lab
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that builds a namespace lab is marked `lab`, so that
+    `pytest -m "not lab"` runs the unit tests alone."""
+    for item in items:
+        if "make_lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)
 
 
 @pytest.fixture

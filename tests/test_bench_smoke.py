@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.lab                  # scripts/bench.py builds its own namespace labs
 def test_benchmarks_run_and_report(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("the benchmarks need root")

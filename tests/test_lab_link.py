@@ -5,7 +5,7 @@ import json
 import sys
 import time
 
-from mpathd.lab import ROUTER4, ROUTER6, mac_of, wait_for
+from lab import ROUTER4, ROUTER6, mac_of, wait_for
 
 TWO = """
 groups:

@@ -4,8 +4,8 @@ with nftables rules in the switch, the carrier stays up."""
 import json
 import time
 
-from mpathd.lab import PAIR_GROUP as GROUP
-from mpathd.lab import ROUTER4, mac_of, wait_for
+from lab import PAIR_GROUP as GROUP
+from lab import ROUTER4, mac_of, wait_for
 
 FDT = "FAILURE_DETECTION_TIME=1000\n"          # probes every ~140 ms
 

@@ -11,7 +11,7 @@ import random
 import signal
 import time
 
-from mpathd.lab import ROUTER4, TRIO_GROUP
+from lab import ROUTER4, TRIO_GROUP
 
 NICS = ["eth0", "eth1", "eth2"]
 DEFAULTS = "FAILURE_DETECTION_TIME=300\n"          # probes every ~43 ms, repair in ~0.5 s

@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from mpathd.lab import ROUTER4, TRIO_GROUP, mac_of, wait_for
+from lab import ROUTER4, TRIO_GROUP, mac_of, wait_for
 
 GROUP = TRIO_GROUP
 FDT = "FAILURE_DETECTION_TIME=1000\n"

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mpathd.control import ControlError
-from mpathd.lab import PAIR_GROUP as GROUP
-from mpathd.lab import ROUTER4, wait_for
+from mpathd.adapters.control import ControlError
+from lab import PAIR_GROUP as GROUP
+from lab import ROUTER4, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FDT = "FAILURE_DETECTION_TIME=1000\n"

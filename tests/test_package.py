@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mpathd import control
-from mpathd.lab import FAR4, FAR6, PAIR_GROUP, ROUTER4, ROUTER6, Daemon, wait_for
+from mpathd.adapters import control
+
+from lab import FAR4, FAR6, PAIR_GROUP, ROUTER4, ROUTER6, Daemon, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -79,11 +80,15 @@ def test_control_fields_and_contents(deb, unpacked):
                        "/usr/share/man/man5/mpathd.conf.5.gz": "-rw-r--r--",
                        "/usr/share/bash-completion/completions/ipmpctl": "-rw-r--r--",
                        "/usr/share/doc/mpathd/copyright": "-rw-r--r--",
-                       "/usr/lib/mpathd/mpathd/daemon.py": "-rw-r--r--"}.items():
+                       "/usr/lib/mpathd/mpathd/daemon.py": "-rw-r--r--",
+                       "/usr/lib/mpathd/mpathd/core/machine.py": "-rw-r--r--",
+                       "/usr/lib/mpathd/mpathd/adapters/kernel.py": "-rw-r--r--",
+                       "/usr/lib/mpathd/mpathd/ctl/ipmpctl.py": "-rw-r--r--"}.items():
         assert entries.get(path) == mode, path
     assert all(" root/root " in line for line in listing.splitlines())
     assert not [p for p in entries if "__pycache__" in p or p.endswith(".pyc")]
-    assert not [p for p in entries if re.search(r"/mpathd/lab(traffic)?\.py$", p)], "the lab is not shipped"
+    # the namespace lab (lab/ in the checkout) is for tests, demo and benchmarks, not for a host
+    assert not [p for p in entries if re.search(r"/lab(/|\.py$|traffic\.py$)", p)], "the lab is not shipped"
     assert (unpacked / "etc/mpathd/groups.yaml").read_bytes() == (ROOT / "etc/mpathd/groups.yaml").read_bytes()
     # the private libraries are the versions the test suite runs with
     for name in ("pyroute2", "scapy"):

@@ -1,105 +1,16 @@
-"""Probe-based detection in the sans-I/O core, with a fake clock and a
-simulated link: replies come back after an RTT unless the path drops them."""
+"""Probe-based detection in the sans-I/O core, with time passed by hand and
+a simulated link (fakekernel.Net): replies come back after an RTT unless the
+path drops them."""
 
-import heapq
-import ipaddress
 import random
-import textwrap
 
 import pytest
 
-from mpathd import timing
-from mpathd.config import Config, Defaults, parse_groups
-from mpathd.core import Core
-from mpathd.events import (AddAddress, LinkChanged, LinkInfo, Log, MoveAddress, ProbeReply, Route,
-                           RoutesChanged, SendProbe, Started, Tick)
-from mpathd.probe import KIND_DISCOVERY, Prober, RttEstimator
-
-IP = ipaddress.ip_address
-ROUTER = IP("192.0.2.1")
-DEFAULT_ROUTE = (Route(4, "0.0.0.0/0", "192.0.2.1"),)
-
-GROUP = """
-groups:
-  g:
-    interfaces:
-      eth0: {data: [192.0.2.100/24], test: [192.0.2.10/24]}
-      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
-"""
-
-
-class Net:
-    """The core, a clock, and a link that answers probes."""
-
-    def __init__(self, yaml=GROUP, fdt_ms=1000, seed=0, routes=DEFAULT_ROUTE,
-                 rtt=0.0002, hosts=()):
-        self.now = 0.0
-        self.rng = random.Random(seed)
-        cfg = Config(defaults=Defaults(fdt_ms=fdt_ms), groups=parse_groups(textwrap.dedent(yaml), "t"))
-        self.core = Core(cfg, lambda: self.now, rng=random.Random(seed))
-        self.names = [i.name for g in cfg.groups for i in g.interfaces]
-        self.rtt = rtt
-        self.hosts = [IP(h) for h in hosts]     # answer multicast discovery
-        self.broken: dict[str, float] = {}     # ifname -> loss probability
-        self.dead_targets: set = set()
-        self.slow: dict = {}                   # target -> its own RTT
-        self.replies: list = []                # heap of (time, n, ProbeReply)
-        self.n = 0
-        self.kernel = {n: set() for n in self.names}
-        self.log: list[str] = []
-        lls = tuple((n, ipaddress.ip_interface(f"fe80::a{i}/64")) for i, n in enumerate(self.names))
-        self.feed(Started(tuple(LinkInfo(n, i + 1, None, True) for i, n in enumerate(self.names)), lls))
-        self.feed(RoutesChanged(tuple(routes)))
-
-    def feed(self, event):
-        for a in self.core.handle(event):
-            if isinstance(a, Log):
-                self.log.append((self.now, a.text))
-            elif isinstance(a, AddAddress):
-                self.kernel[a.ifname].add(a.address)
-            elif isinstance(a, MoveAddress):
-                self.kernel[a.src].discard(a.address)
-                self.kernel[a.dst].add(a.address)
-            elif isinstance(a, SendProbe):
-                self.send(a)
-
-    def send(self, a: SendProbe):
-        if self.rng.random() < self.broken.get(a.ifname, 0.0):
-            return
-        responders = self.hosts if a.kind == KIND_DISCOVERY else [a.dst]
-        for r in responders:
-            if r in self.dead_targets:
-                continue
-            self.n += 1
-            rtt = self.slow.get(r, self.rtt)
-            heapq.heappush(self.replies, (self.now + rtt, self.n,
-                                          ProbeReply(a.ifname, a.family, r, a.seq, a.nonce, a.kind,
-                                                     self.now + rtt)))
-
-    def run(self, until: float):
-        while True:
-            deadline = self.core.next_deadline()
-            t_reply = self.replies[0][0] if self.replies else None
-            t = min(x for x in (deadline, t_reply, until) if x is not None)
-            if t >= until:
-                self.now = until
-                return
-            self.now = max(self.now, t)
-            if t_reply is not None and t_reply <= t:
-                self.feed(heapq.heappop(self.replies)[2])
-            else:
-                self.feed(Tick())
-
-    def holder(self, addr):
-        (h,) = [n for n, s in self.kernel.items() if ipaddress.ip_interface(addr) in s]
-        return h
-
-    def when(self, text):
-        return next((t for t, line in self.log if text in line), None)
-
-    def nic(self, name):
-        return self.core.nics[name]
-
+from fakekernel import GROUP, IP, ROUTER, Net
+from mpathd.core import timing
+from mpathd.core.events import LinkChanged, LinkInfo, MoveAddress, ProbeReply, Route, Tick
+from mpathd.core.probe import Prober, RttEstimator
+from mpathd.core.reports import status
 
 def test_probes_are_sent_in_the_second_half_of_each_interval():
     p = Prober(4, 1.0, random.Random(1))
@@ -133,10 +44,10 @@ def test_rtt_estimator_follows_jacobson_karels():
 def test_healthy_group_finds_the_router_target_and_is_ok():
     net = Net()
     net.run(10)
-    rows = net.core.status()["targets"]
+    rows = status(net.core, net.now)["targets"]
     assert {(r["interface"], r["mode"], tuple(r["targets"])) for r in rows} == {
         ("eth0", "routes", ("192.0.2.1",)), ("eth1", "routes", ("192.0.2.1",))}
-    assert all(i["probe"] == "ok" and i["state"] == "ok" for i in net.core.status()["interfaces"])
+    assert all(i["probe"] == "ok" and i["state"] == "ok" for i in status(net.core, net.now)["interfaces"])
     assert not [line for _, line in net.log if "failure" in line]
 
 
@@ -173,11 +84,11 @@ def test_loss_on_every_path_is_a_group_failure_that_moves_nothing():
     assert net.when("All IP interfaces in group g are now unusable") is not None
     assert not any(isinstance(x, MoveAddress) for x in []) and net.holder("192.0.2.100/24") == "eth0"
     assert net.holder("192.0.2.101/24") == "eth1"
-    assert net.core.status()["groups"][0]["state"] == "failed"
+    assert status(net.core, net.now)["groups"][0]["state"] == "failed"
     assert not [line for _, line in net.log if "failed over" in line]
     net.broken = {}
     net.run(12)
-    assert net.core.status()["groups"][0]["state"] == "ok"
+    assert status(net.core, net.now)["groups"][0]["state"] == "ok"
     assert net.when("is now usable") is not None
 
 
@@ -187,7 +98,7 @@ def test_random_loss_rarely_fails_and_total_loss_does():
     net = Net(seed=3)
     net.broken["eth0"] = 0.2
     net.run(60)
-    assert net.nic("eth0").probers[4].stats["lost"] > 40          # the loss was real
+    assert net.nic("eth0").health.probers[4].stats["lost"] > 40          # the loss was real
     assert net.when("failure detected") is None
     net.broken["eth0"] = 1.0
     net.run(62)
@@ -198,7 +109,7 @@ def test_spoofed_replies_never_count():
     net = Net()
     net.run(5)
     net.broken["eth0"] = 1.0
-    p = net.nic("eth0").probers[4]
+    p = net.nic("eth0").health.probers[4]
     for seq in range(0, 0x10000, 97):            # wrong nonces for every seq, and a wrong source
         net.feed(ProbeReply("eth0", 4, ROUTER, seq, 12345, 1, net.now))
         net.feed(ProbeReply("eth0", 4, IP("192.0.2.66"), p.seq, 0, 1, net.now))
@@ -226,14 +137,14 @@ def test_a_dead_target_is_replaced_without_failing_the_nic():
     net.run(20)
     assert net.when("probe target 192.0.2.2 (inet eth0) stopped answering") is not None
     assert net.when("failure detected") is None
-    rows = {r["interface"]: r for r in net.core.status()["targets"]}
+    rows = {r["interface"]: r for r in status(net.core, net.now)["targets"]}
     assert rows["eth0"]["mode"] == "static" and "192.0.2.2" not in rows["eth0"]["targets"]
 
 
 def test_multicast_discovery_finds_hosts_and_ignores_our_own():
     net = Net(routes=(), hosts=["192.0.2.2", "192.0.2.3", "192.0.2.10"])
     net.run(5)
-    rows = {r["interface"]: r for r in net.core.status()["targets"]}
+    rows = {r["interface"]: r for r in status(net.core, net.now)["targets"]}
     assert rows["eth0"]["mode"] == "multicast"
     assert sorted(rows["eth0"]["targets"]) == ["192.0.2.2", "192.0.2.3"]   # .10 is eth0's own
 
@@ -242,7 +153,7 @@ def test_no_targets_is_reported_and_counts_as_working():
     net = Net(routes=())
     net.run(5)
     assert net.when("No probe targets found (inet eth0)") is not None
-    st = {i["name"]: i for i in net.core.status()["interfaces"]}
+    st = {i["name"]: i for i in status(net.core, net.now)["interfaces"]}
     assert st["eth0"]["probe"] == "unknown" and st["eth0"]["state"] == "unknown"
     assert net.core.nics["eth0"].active
 
@@ -252,7 +163,7 @@ def test_ipv6_probing_from_link_local():
         "test: [192.0.2.11/24]", "test: [link-local]")
     net = Net(yaml=yaml, routes=(Route(6, "::/0", "fe80::1"),))
     net.run(3)
-    rows = {r["interface"]: r for r in net.core.status()["targets"]}
+    rows = {r["interface"]: r for r in status(net.core, net.now)["targets"]}
     assert rows["eth0"]["family"] == 6 and rows["eth0"]["targets"] == ["fe80::1"]
     assert rows["eth0"]["testaddr"] == "fe80::a0"
     net.broken["eth0"] = 1.0
@@ -264,7 +175,7 @@ def test_both_families_must_fail_and_one_repairs():
     yaml = GROUP.replace("test: [192.0.2.10/24]", "test: [192.0.2.10/24, link-local]")
     net = Net(yaml=yaml, routes=(Route(4, "0.0.0.0/0", "192.0.2.1"), Route(6, "::/0", "fe80::1")))
     net.run(3)
-    p6 = net.nic("eth0").probers[6]
+    p6 = net.nic("eth0").health.probers[6]
     net.dead_targets.add(IP("fe80::1"))          # only IPv6 goes unanswered
     net.run(6)
     assert p6.verdict == "failed" and net.when("failure detected on eth0") is None
@@ -277,12 +188,12 @@ def test_fdt_is_raised_when_rtt_makes_it_unachievable_and_lowered_later():
     net = Net(fdt_ms=100, rtt=0.030)             # interval 14 ms, RTT 30 ms
     net.run(5)
     assert net.when('Cannot meet requested failure detection time of 100 ms on (inet eth') is not None
-    assert net.core.status()["groups"][0]["fdt_ms"] > 100
+    assert status(net.core, net.now)["groups"][0]["fdt_ms"] > 100
     assert net.when("failure detected") is None
     net.rtt = 0.0002
     net.run(5 + 4 * timing.FDT_SETTLING_S)
     assert net.when('Improved failure detection time') is not None
-    assert net.core.status()["groups"][0]["fdt_ms"] == 100
+    assert status(net.core, net.now)["groups"][0]["fdt_ms"] == 100
 
 
 def static_targets(n):
@@ -296,24 +207,24 @@ def test_one_slow_target_among_fast_ones_is_dropped_and_the_fdt_kept(slow_rtt):
     net.run(30)
     assert net.when("probe target 192.0.2.4 (inet eth0) is much slower than the other targets") is not None
     assert net.when("Cannot meet requested failure detection time") is None
-    assert net.core.status()["groups"][0]["fdt_ms"] == 1000
-    rows = {t["interface"]: t["targets"] for t in net.core.status()["targets"]}
+    assert status(net.core, net.now)["groups"][0]["fdt_ms"] == 1000
+    rows = {t["interface"]: t["targets"] for t in status(net.core, net.now)["targets"]}
     assert rows["eth0"] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
     assert net.when("failure detected") is None
-    assert all(i["probes"]["lost"] >= 0 for i in net.core.status()["interfaces"])
+    assert all(i["probes"]["lost"] >= 0 for i in status(net.core, net.now)["interfaces"])
 
 
 def test_a_slow_host_target_is_dropped_rediscovery_runs_and_it_rests():
     hosts = ["192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5", "192.0.2.6"]
     net = Net(routes=(), hosts=hosts, fdt_ms=1000)
     net.slow[IP("192.0.2.2")] = 1.2
-    p = net.nic("eth0").probers[4]
+    p = net.nic("eth0").health.probers[4]
     net.run(2)                                   # all five found; the slow one not yet judged
     assert len(p.targets) == 5
     discoveries = p.stats["discovery"]
     net.run(30)
     assert net.when("probe target 192.0.2.2 (inet eth0) is much slower than the other targets") is not None
-    assert net.core.status()["groups"][0]["fdt_ms"] == 1000
+    assert status(net.core, net.now)["groups"][0]["fdt_ms"] == 1000
     assert IP("192.0.2.2") not in [t.addr for t in p.targets]
     assert len(p.targets) == 4 and p.stats["discovery"] > discoveries   # looked for another
     assert len([t for t, line in net.log if "192.0.2.2 (inet eth0) is much slower" in line]) == 1
@@ -324,7 +235,7 @@ def test_an_address_of_this_host_is_never_a_target():
     yaml = GROUP + "    targets: [192.0.2.11, 192.0.2.1]\n"     # .11 is eth1's test address
     net = Net(yaml=yaml)
     net.run(3)
-    rows = {r["interface"]: r["targets"] for r in net.core.status()["targets"]}
+    rows = {r["interface"]: r["targets"] for r in status(net.core, net.now)["targets"]}
     assert rows == {"eth0": ["192.0.2.1"], "eth1": ["192.0.2.1"]}
 
 
@@ -334,7 +245,7 @@ def test_a_slow_target_among_too_few_raises_the_fdt():
     net.run(15)
     assert net.when("is much slower than the other targets") is None
     assert net.when("Cannot meet requested failure detection time of 1000 ms") is not None
-    assert net.core.status()["groups"][0]["fdt_ms"] > 1000
+    assert status(net.core, net.now)["groups"][0]["fdt_ms"] > 1000
 
 
 def test_late_sends_are_counted_and_not_held_against_the_nic():
@@ -342,7 +253,7 @@ def test_late_sends_are_counted_and_not_held_against_the_nic():
     net.run(3)
     net.broken["eth0"] = 1.0
     # the daemon is descheduled for a while: every probe it sends is late
-    p = net.nic("eth0").probers[4]
+    p = net.nic("eth0").health.probers[4]
     for _ in range(8):
         net.now = p.next_send + p.interval * 0.9
         net.feed(Tick())
@@ -364,17 +275,17 @@ def test_link_down_needs_fresh_answers_to_repair():
 def test_a_raised_fdt_comes_down_while_a_member_is_failed():
     net = Net(fdt_ms=100, rtt=0.030)
     net.run(5)
-    assert net.core.status()["groups"][0]["fdt_ms"] > 100
+    assert status(net.core, net.now)["groups"][0]["fdt_ms"] > 100
     net.feed(LinkChanged(LinkInfo("eth1", 2, None, False)))
     net.rtt = 0.0002
     net.run(5 + 4 * timing.FDT_SETTLING_S)
-    assert net.core.status()["groups"][0]["fdt_ms"] == 100
+    assert status(net.core, net.now)["groups"][0]["fdt_ms"] == 100
 
 
 def test_a_probe_socket_that_fails_to_open_is_tried_again():
-    from mpathd.events import ActionFailed, StartProbing
+    from mpathd.core.events import ActionFailed, StartProbing
     net = Net()
-    p = net.nic("eth0").probers[4]
+    p = net.nic("eth0").health.probers[4]
     assert p.running
     net.feed(ActionFailed(StartProbing("eth0", 4, 1, IP("192.0.2.10")), "OSError: no"))
     assert not p.running

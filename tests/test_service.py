@@ -1,6 +1,7 @@
 """The service's parts that need no lab: the unit file, the man pages, the
 metrics format, ipmpstat's parsable output, journal fields."""
 
+import json
 import logging
 import os
 import re
@@ -12,29 +13,53 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mpathd import ctl, log, metrics
-from mpathd.events import ERR, Log
+from mpathd.adapters import log
+from mpathd.ctl import ipmpctl as ctl
+from mpathd.ctl import metrics
+from fakekernel import Net
+from mpathd.config import Config, parse_groups
+from mpathd.core.catalogue import Kind
+from mpathd.core.events import ERR, LinkChanged, LinkInfo, Log, Started
+from mpathd.core.machine import Core
+from mpathd.core.reports import status
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "contrib/systemd/mpathd.service"
 
-STATUS = {
-    "groups": [{"name": "ipmp0", "state": "degraded", "fdt_ms": 1000, "user_fdt_ms": 1000,
-                "interfaces": ["eth0", "eth1"], "active": ["eth1"], "inactive": [], "unusable": ["eth0"],
-                "failovers": 2, "failbacks": 1, "probing": True}],
-    "interfaces": [
-        {"name": "eth0", "group": "ipmp0", "state": "failed", "active": False, "standby": False,
-         "inactive": False, "link": "down", "probe": "failed", "present": True, "offline": False,
-         "hwaddrdup": False, "failures": 1, "repairs": 0,
-         "probes": {"sent": 10, "acked": 5, "lost": 5, "late": 0, "missed": 0}},
-        {"name": "eth9", "group": None, "state": "ok", "active": True, "standby": False, "inactive": False,
-         "link": "up", "probe": "disabled", "present": True, "offline": False, "probes": {}}],
-    "addresses": [{"address": "2001:db8:1::100/64", "group": "ipmp0", "home": "eth0", "interface": "eth1"},
-                  {"address": "192.0.2.5/24", "group": "ipmp0", "home": None, "interface": None}],
-    "targets": [{"interface": "eth0", "family": 4, "mode": "routes", "testaddr": "192.0.2.10",
-                 "targets": ["192.0.2.1"], "rtt": {"192.0.2.1": {"avg_ms": 0.25, "dev_ms": 0.05}}}],
-    "probes": [],
-}
+def real_status() -> dict:
+    """The status of a real Core: group ipmp0's eth0 failed over (carrier),
+    failed back, failed over again (five probes lost) and lost its carrier;
+    eth9 is watched outside any group. Its second address row comes from a
+    group whose NICs are all missing, the only case where a real core has a
+    data address on no NIC."""
+    net = Net("""
+        groups:
+          ipmp0:
+            interfaces:
+              eth0: {data: ["2001:db8:1::100/64"], test: [192.0.2.10/24]}
+              eth1: {test: [192.0.2.11/24]}
+        """, fdt_ms=1000, rtt=0.00025, watched=["eth9"])
+
+    def eth0(running):
+        net.feed(LinkChanged(LinkInfo("eth0", 1, None, running)))
+        net.run(net.now + 3)
+
+    net.run(3)
+    eth0(False)
+    eth0(True)
+    net.broken["eth0"] = 1.0
+    while sum("failed over" in line for _, line in net.log) < 2:
+        net.run(net.now + 0.01)
+    net.feed(LinkChanged(LinkInfo("eth0", 1, None, False)))
+    st = status(net.core, net.now)
+    empty = Core(Config(groups=parse_groups("groups: {ipmp0: {interfaces: {eth0: {}}, data: [192.0.2.5/24]}}",
+                                            "t")))
+    empty.handle(Started((), ()), 0.0)
+    st["addresses"] += status(empty, 0.0)["addresses"]
+    return json.loads(json.dumps(st))          # as ipmpctl gets it
+
+
+STATUS = real_status()
 
 
 def systemd_analyze(*args, **env):
@@ -123,7 +148,7 @@ def test_human_output_pads_fields_and_marks_empty_values():
     assert ctl.render(quiet, ctl.select_fields("groups", None, False), False)[1] == \
         "ipmp0       degraded  --        eth1 [eth0]"
     lines = ctl.render(STATUS["interfaces"], ctl.select_fields("interfaces", "interface,group", False), False)
-    assert lines[2] == "eth9        --"
+    assert lines[-1] == "eth9        --"           # the NIC in no group, listed last
 
 
 def test_journal_entries_carry_structured_fields():
@@ -136,11 +161,19 @@ def test_journal_entries_carry_structured_fields():
     handler = Capture()
     log.log.addHandler(handler)
     try:
-        log.emit(Log(ERR, "IP interface failure detected on eth0 of group ipmp0", "failure", "ipmp0", "eth0"))
+        log.emit(Log(ERR, "IP interface failure detected on eth0 of group ipmp0", Kind.FAILURE, "ipmp0", "eth0"))
     finally:
         log.log.removeHandler(handler)
     (r,) = records
     assert r.getMessage() == "IP interface failure detected on eth0 of group ipmp0"
     assert (r.MPATHD_GROUP, r.MPATHD_INTERFACE, r.MPATHD_EVENT) == ("ipmp0", "eth0", "failure")
-    assert r.MESSAGE_ID == log.message_id("failure") and len(r.MESSAGE_ID) == 32
-    assert log.message_id("failure") != log.message_id("repair")
+    assert r.MESSAGE_ID == Kind.FAILURE.message_id and len(r.MESSAGE_ID) == 32
+    assert Kind.FAILURE.message_id != Kind.REPAIR.message_id
+
+
+def test_man_page_lists_the_event_catalogue():
+    """mpathd(8) names every MPATHD_EVENT kind with its MESSAGE_ID, and
+    nothing else: the IDs operators filter on cannot drift from the code."""
+    page = (ROOT / "man/man8/mpathd.8").read_text()
+    listed = re.findall(r'^\.BI (\S+) " ([0-9a-f]{32})"$', page, re.M)
+    assert listed == [(k.value, k.message_id) for k in Kind]

@@ -14,8 +14,8 @@ import os
 
 from pyroute2 import IPRoute
 
-from .config import Config
-from .kernel import check_sysctls, read_sysctl
+from ..config import Config
+from ..adapters.kernel import check_sysctls, read_sysctl
 
 
 def _ipv6_disabled(ifname: str) -> bool:

@@ -24,8 +24,8 @@ from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_LOOPBACK, IFF_POINTOPOINT, IFF_RUNNING, IFF_UP
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-from .config import Address
-from .events import (AddAddress, AddressAdded, AddressRemoved, Event, LinkChanged, LinkInfo,
+from ..config import Address
+from ..core.events import (AddAddress, AddressAdded, AddressRemoved, Event, LinkChanged, LinkInfo,
                      LinkRemoved, MoveAddress, RemoveAddress, Resynced, Route, RoutesChanged)
 
 log = logging.getLogger("mpathd")
@@ -35,9 +35,10 @@ _NUD_NOARP, _NUD_PERMANENT = 0x40, 0x80
 _RTPROT_KERNEL, _RTPROT_RA = 2, 9
 _TABLE_LOCAL = 255
 
-# What a group NIC needs (linux-mechanics Q4, Q5): answer ARP only for its
-# own addresses, source ARP from the best local address, and promote a
-# secondary address instead of deleting it with the primary.
+# What a group NIC needs: answer ARP only for its own addresses (otherwise
+# every NIC answers for an address that moved, and neighbours keep the old
+# MAC), source ARP from the best local address, and promote a secondary
+# address instead of deleting it with the primary.
 NIC_SYSCTLS = {"arp_ignore": "1", "arp_announce": "2", "promote_secondaries": "1"}
 
 
@@ -259,7 +260,7 @@ class Kernel:
         self._delete(self.index(act.ifname), act.address, act.address.network.prefixlen)
 
     def move_address(self, act: MoveAddress) -> None:
-        """Make-before-break (linux-mechanics Q6): add on dst, re-point the
+        """Make-before-break, so the address is never absent: add on dst, re-point the
         routes that went through src for this subnet, delete from src, then
         drop packets queued behind a dead src."""
         addr = act.address

@@ -30,7 +30,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from . import control
+from mpathd.adapters import control
+
+TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "traffic.py")
 
 SUBNET4 = "192.0.2"            # the IPMP link
 SUBNET6 = "2001:db8:1:"
@@ -283,9 +285,9 @@ class Lab:
         return p
 
     def traffic(self, role: str, *args: str) -> subprocess.Popen:
-        """Run one of mpathd.labtraffic's programs in a namespace; its first
+        """Run one of lab/traffic.py's programs in a namespace; its first
         line of output says it is ready."""
-        p = self.spawn(role, [sys.executable, "-m", "mpathd.labtraffic", *args],
+        p = self.spawn(role, [sys.executable, TRAFFIC, *args],
                        stdout=subprocess.PIPE, text=True)
         p.stdout.readline()
         return p

@@ -9,15 +9,17 @@ import tempfile
 import time
 from typing import Callable
 
-from . import config, control, metrics
-from .cli import OneLineParser, load_config
+from .. import config
+from ..adapters import control
+from . import metrics
+from ..core.timing import PROBE_RECORDS
+from ..oneline import OneLineParser, load_config
 
 Row = dict
 Field = tuple[str, int, Callable[[Row], str]]
 
-# The daemon keeps the last 64 probes per NIC and family: at the shortest FDT
-# (100 ms, a probe every 14 ms) that is 0.9 s, so the stream asks five times
-# as often. Probes that left the history between two polls are counted.
+# Five polls a second outpace the daemon's probe history (timing.PROBE_RECORDS
+# explains); probes that left the history between two polls are counted.
 FOLLOW_POLL_S = 0.2
 
 
@@ -261,7 +263,7 @@ def _parser() -> OneLineParser:
                            help="parsable output (needs -o)")
         if name == "probes":
             s.add_argument("--once", action="store_true",
-                           help="print the recent probes (the last 64 per NIC and family) and exit")
+                           help=f"print the recent probes (the last {PROBE_RECORDS} per NIC and family) and exit")
     return p
 
 
@@ -353,6 +355,3 @@ def main(argv: list[str] | None = None) -> int:
     print("\n\n".join(blocks))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,8 +24,9 @@ NUM_PROBE_REPAIRS = 10
 PROBE_INTERVAL_DIVISOR = NUM_PROBE_FAILS + 2
 
 
-def probe_interval_ms(fdt_ms: int) -> int:
-    return fdt_ms // PROBE_INTERVAL_DIVISOR
+def probe_interval(fdt: float) -> float:
+    """The probe interval for an FDT, in the FDT's unit."""
+    return fdt / PROBE_INTERVAL_DIVISOR
 
 
 # Up to MAX_PROBE_TARGETS targets are probed in turn; a target that misses
@@ -60,8 +61,13 @@ NEIGH_RETRANS_MAX_MS = 1000
 
 
 def neigh_retrans_ms(fdt_ms: int) -> int:
-    return max(10, min(NEIGH_RETRANS_MAX_MS, probe_interval_ms(fdt_ms)))
+    return max(10, min(NEIGH_RETRANS_MAX_MS, int(probe_interval(fdt_ms))))
 
+
+# The probe view (ipmpstat -p) shows the last PROBE_RECORDS finished probes
+# per NIC and family: at the shortest FDT (100 ms, a probe every 14 ms) that
+# is 0.9 s, so `ipmpctl probes` polls five times a second (FOLLOW_POLL_S).
+PROBE_RECORDS = 64
 
 # A probe socket that could not be opened (its address still tentative, its
 # NIC going away) is tried again after this long.

@@ -25,11 +25,18 @@ MAX_REQUEST = 64 * 1024           # bytes; a status request is ~20
 CLIENT_TIMEOUT_S = 2.0            # a slow client is cut off, never waited for
 MAX_CLIENTS = 64                  # connections at once; beyond that new ones are closed at once
 MAX_CLIENTS_PER_UID = 8           # so that one unprivileged user cannot take them all
-READ_ONLY = frozenset({"status", "probes", "ping"})          # anything else needs root
 
 
 class ControlError(Exception):
     """A request that cannot be served; the text goes back to the client."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One request the daemon serves: `run(request, peer)` returns the
+    result; only root may send one that is not read-only."""
+    run: Callable[[dict, "Peer"], dict]
+    read_only: bool
 
 
 @dataclass(frozen=True)
@@ -55,9 +62,9 @@ class _Client:
 class ControlServer:
     """Registers itself and its clients with the daemon's selector."""
 
-    def __init__(self, path: str, handler: Callable[[dict, Peer], dict],
+    def __init__(self, path: str, commands: dict[str, Command],
                  selector: selectors.BaseSelector, clock: Callable[[], float] = time.monotonic):
-        self.path, self.handler, self.sel, self.clock = path, handler, selector, clock
+        self.path, self.commands, self.sel, self.clock = path, commands, selector, clock
         directory = os.path.dirname(path) or "."
         if not os.path.isdir(directory):
             os.makedirs(directory, exist_ok=True)
@@ -167,9 +174,12 @@ class ControlServer:
             if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
                 raise ControlError('a request is a JSON object with a "cmd" string')
             peer = peer_of(sock)
-            if req["cmd"] not in READ_ONLY and peer.uid != 0:
+            command = self.commands.get(req["cmd"])
+            if (command is None or not command.read_only) and peer.uid != 0:
                 raise ControlError(f"{req['cmd']!r} needs root (you are uid {peer.uid})")
-            return {"ok": True, "result": self.handler(req, peer)}
+            if command is None:
+                raise ControlError(f"unknown command {req['cmd']!r}")
+            return {"ok": True, "result": command.run(req, peer)}
         except (ValueError, UnicodeDecodeError, RecursionError):
             return {"ok": False, "error": "request is not valid JSON"}
         except ControlError as e:

@@ -11,7 +11,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .config import IP, Address, Config
+from ..config import IP, Address, Config
+from .catalogue import Kind
 
 
 # ------------------------------------------------------------------ events
@@ -207,7 +208,7 @@ class SendProbe(NamedTuple):
 class Log:
     level: int
     text: str
-    kind: str                  # stable name of the kind of event (journal MESSAGE_ID)
+    kind: Kind                 # the event catalogue's entry: MPATHD_EVENT and MESSAGE_ID
     group: str | None = None
     ifname: str | None = None
 

@@ -28,12 +28,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ..config import IP
 from . import timing
+from .states import ProbeState
 
 UNACKED, ACKED, LOST = "unacked", "acked", "lost"
 KIND_UNICAST, KIND_DISCOVERY = 1, 2
-
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class RttEstimator:
@@ -138,11 +138,11 @@ class Prober:
         self.resting_hosts: dict[IP, float] = {}    # dropped hosts -> until when discovery skips them
         self.discoveries_unanswered = 0
         self.no_targets_reported = False
-        self.verdict = "unknown"            # ok | failed | unknown (no targets)
+        self.verdict = ProbeState.UNKNOWN   # OK, FAILED, or UNKNOWN (no targets)
         self.last_ack: float | None = None
         self.proven_at: float | None = None     # first answer since (re)start
         self.start_after = 0.0                  # when a failed start may be tried again
-        self.records: deque[Record] = deque(maxlen=64)
+        self.records: deque[Record] = deque(maxlen=timing.PROBE_RECORDS)
         self.stats = {"sent": 0, "acked": 0, "lost": 0, "late": 0, "missed": 0, "discovery": 0}
 
     # ------------------------------------------------------------ schedule
@@ -254,6 +254,15 @@ class Prober:
         self.no_targets_reported = False
         return True
 
+    def nothing_found(self) -> bool:
+        """True once when discovery has gone unanswered NUM_PROBE_FAILS times
+        and there is no target: time to say so."""
+        if (self.targets or self.discoveries_unanswered < timing.NUM_PROBE_FAILS
+                or self.no_targets_reported):
+            return False
+        self.no_targets_reported = True
+        return True
+
     def add_host(self, addr: IP, now: float) -> bool:
         """Take a host found by discovery as a target, if there is room, no
         router or configured target is in use, and it was not dropped (dead
@@ -345,19 +354,19 @@ class Prober:
             t = s.sent
         return t
 
-    def evaluate(self) -> str:
+    def evaluate(self) -> ProbeState:
         """Update and return the verdict: failed after five losses in a row,
         ok again after ten answers in a row, unknown without targets (but a
         failed prober stays failed until it has targets that answer)."""
         if not self.targets:
-            if self.verdict != "failed":
-                self.verdict = "unknown"
-        elif self.verdict != "failed" and self.consecutive(LOST) >= timing.NUM_PROBE_FAILS:
-            self.verdict = "failed"
-        elif self.verdict == "failed" and self.consecutive(ACKED) >= timing.NUM_PROBE_REPAIRS:
-            self.verdict = "ok"
-        elif self.verdict == "unknown":
-            self.verdict = "ok"
+            if self.verdict != ProbeState.FAILED:
+                self.verdict = ProbeState.UNKNOWN
+        elif self.verdict != ProbeState.FAILED and self.consecutive(LOST) >= timing.NUM_PROBE_FAILS:
+            self.verdict = ProbeState.FAILED
+        elif self.verdict == ProbeState.FAILED and self.consecutive(ACKED) >= timing.NUM_PROBE_REPAIRS:
+            self.verdict = ProbeState.OK
+        elif self.verdict == ProbeState.UNKNOWN:
+            self.verdict = ProbeState.OK
         return self.verdict
 
     def require_repair(self) -> None:
@@ -369,7 +378,7 @@ class Prober:
         for t in self.targets:
             t.rtt.reset()
             t.losses = 0
-        self.verdict = "failed" if self.targets else "unknown"
+        self.verdict = ProbeState.FAILED if self.targets else ProbeState.UNKNOWN
 
     # ------------------------------------------------------------ targets
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable
 
-from .config import IP, GroupConfig
+from ..config import IP, GroupConfig
 from .events import Route
 
 

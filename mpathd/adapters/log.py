@@ -8,19 +8,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import uuid
 
-from .events import Log
+from ..core.events import Log
 
 log = logging.getLogger("mpathd")
-
-# Stable MESSAGE_IDs: one per kind of event, derived from its name so that
-# they never change between releases.
-_NAMESPACE = uuid.UUID("6d706174-6864-4970-8d70-000000000000")
-
-
-def message_id(kind: str) -> str:
-    return uuid.uuid5(_NAMESPACE, kind).hex
 
 
 def setup(verbose: bool = False) -> None:
@@ -42,7 +33,7 @@ def setup(verbose: bool = False) -> None:
 
 def emit(entry: Log) -> None:
     """Log one of the core's Log actions with its journal fields."""
-    fields = {"MESSAGE_ID": message_id(entry.kind), "MPATHD_EVENT": entry.kind}
+    fields = {"MESSAGE_ID": entry.kind.message_id, "MPATHD_EVENT": entry.kind.value}
     if entry.group:
         fields["MPATHD_GROUP"] = entry.group
     if entry.ifname:

@@ -1,13 +1,13 @@
 """Traffic programs that the lab runs inside its namespaces.
 
-    python -m mpathd.labtraffic tcp-server ADDR PORT SECONDS
-    python -m mpathd.labtraffic tcp-client ADDR PORT SECONDS INTERVAL_MS
-    python -m mpathd.labtraffic spoof IFNAME DSTMAC SRC DST SECONDS RATE
-    python -m mpathd.labtraffic udp-echo ADDR PORT SECONDS
-    python -m mpathd.labtraffic udp-stream ADDR PORT SECONDS RATE
-    python -m mpathd.labtraffic flood ADDR PORT SECONDS
-    python -m mpathd.labtraffic hog SECONDS
-    python -m mpathd.labtraffic probe-floor IFNAME SRC DST COUNT RATE
+    python lab/traffic.py tcp-server ADDR PORT SECONDS
+    python lab/traffic.py tcp-client ADDR PORT SECONDS INTERVAL_MS
+    python lab/traffic.py spoof IFNAME DSTMAC SRC DST SECONDS RATE
+    python lab/traffic.py udp-echo ADDR PORT SECONDS
+    python lab/traffic.py udp-stream ADDR PORT SECONDS RATE
+    python lab/traffic.py flood ADDR PORT SECONDS
+    python lab/traffic.py hog SECONDS
+    python lab/traffic.py probe-floor IFNAME SRC DST COUNT RATE
 
 The client sends a 16-byte numbered message every INTERVAL_MS over one TCP
 connection, reads the echo, and prints one JSON line: how many were echoed,
@@ -95,7 +95,7 @@ def spoof(ifname: str, dstmac: str, src: str, dst: str, seconds: float, rate: in
     from scapy.layers.inet import ICMP, IP
     from scapy.layers.l2 import Ether
 
-    from .probesock import checksum
+    from mpathd.adapters.probesock import checksum
     rng = random.Random()
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     sock.bind((ifname, 0))
@@ -202,7 +202,7 @@ def probe_floor(ifname: str, src: str, dst: str, count: int, rate: float) -> Non
     import select
     import struct
 
-    from .probesock import checksum
+    from mpathd.adapters.probesock import checksum
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
     sock.bind((src, 0))

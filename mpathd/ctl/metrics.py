@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-GROUP_STATES = ("ok", "degraded", "failed")
-IF_STATES = ("ok", "failed", "offline", "unknown")
+from ..core.states import GroupState, NicState
 
 
 def _label(value: object) -> str:
@@ -32,7 +31,7 @@ def render(status: dict) -> str:
     out = _Out()
     for g in status["groups"]:
         lab = {"group": g["name"]}
-        for state in GROUP_STATES:
+        for state in GroupState:
             out.metric("mpathd_group_state", "gauge", "1 for the state the group is in (ok, degraded, failed).",
                        {**lab, "state": state}, int(g["state"] == state))
         out.metric("mpathd_group_fdt_seconds", "gauge", "Failure detection time in force.", lab,
@@ -45,7 +44,7 @@ def render(status: dict) -> str:
                    lab, g["failbacks"])
     for i in status["interfaces"]:
         lab = {"interface": i["name"], "group": i["group"] or ""}
-        for state in IF_STATES:
+        for state in NicState:
             out.metric("mpathd_interface_state", "gauge", "1 for the state the NIC is in.",
                        {**lab, "state": state}, int(i["state"] == state))
         out.metric("mpathd_interface_active", "gauge", "1 if the NIC carries data addresses.", lab,

@@ -2,8 +2,7 @@
 
 One raw socket per NIC and address family, opened when probing starts:
 SO_BINDTODEVICE plus bind() to the test address, so that a probe leaves
-through its own NIC even when the routing table prefers another
-(linux-mechanics Q8), TTL/hop limit 1, an ICMP filter that passes only echo
+through its own NIC even when the routing table prefers another, TTL/hop limit 1, an ICMP filter that passes only echo
 replies, and kernel receive time stamps. The echo request is built once
 with scapy; each probe patches its sequence number, nonce, time stamp and
 checksum into one buffer kept per socket. Replies are parsed by offset,
@@ -23,7 +22,7 @@ from typing import Callable
 from scapy.layers.inet import ICMP
 from scapy.layers.inet6 import IPv6, ICMPv6EchoRequest
 
-from .events import ProbeReply, SendProbe
+from ..core.events import ProbeReply, SendProbe
 
 log = logging.getLogger("mpathd")
 

@@ -2,7 +2,8 @@
 
 IPv4: a gratuitous ARP in request form (op=1, sender = target = the address,
 target MAC zero). Linux updates an existing neighbour entry from it even
-within its locktime, where a reply-form GARP is ignored (linux-mechanics Q7).
+within its locktime (net.ipv4.neigh.*.locktime), where a reply-form GARP
+is ignored.
 IPv6: an unsolicited neighbour advertisement to ff02::1 with the override
 flag set.
 
@@ -19,7 +20,7 @@ import socket
 from scapy.layers.inet6 import IPv6, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr
 from scapy.layers.l2 import ARP, Ether
 
-from .config import Address
+from ..config import Address
 
 
 def frame(mac: str, addr: Address) -> bytes:

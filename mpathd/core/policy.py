@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol
 
-from .config import Address
+from ..config import Address
+from .states import GroupState
 
 
 class Member(Protocol):
@@ -131,9 +132,9 @@ def place(members: list[Member], home: dict[Address, str | None],
     return desired
 
 
-def group_state(members: Iterable[Member]) -> str:
-    """ok: every member usable; degraded: some; failed: none."""
+def group_state(members: Iterable[Member]) -> GroupState:
+    """OK: every member usable; DEGRADED: some; FAILED: none."""
     states = [m.functioning for m in members]
     if states and all(states):
-        return "ok"
-    return "degraded" if any(states) else "failed"
+        return GroupState.OK
+    return GroupState.DEGRADED if any(states) else GroupState.FAILED

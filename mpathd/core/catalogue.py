@@ -1,0 +1,64 @@
+"""The event catalogue: every kind of event mpathd logs.
+
+Each Log action carries one Kind. In the journal its value is the field
+MPATHD_EVENT, and its MESSAGE_ID is derived from that value, so an ID never
+changes between releases while the name stays. mpathd(8) lists them all
+(tests/test_service.py checks that the list and this table agree).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+
+_NAMESPACE = uuid.UUID("6d706174-6864-4970-8d70-000000000000")
+
+
+class Kind(enum.StrEnum):
+    doc: str
+
+    def __new__(cls, value: str, doc: str) -> "Kind":
+        kind = str.__new__(cls, value)
+        kind._value_ = value
+        kind.doc = doc
+        return kind
+
+    @property
+    def message_id(self) -> str:
+        return uuid.uuid5(_NAMESPACE, self.value).hex
+
+    # detection
+    FAILURE = "failure", "a NIC failed: carrier lost, removed, or its probes failed"
+    REPAIR = "repair", "a failed NIC works again"
+    LINK_DOWN = "link_down", "a NIC lost its carrier"
+    LINK_UP = "link_up", "a NIC's carrier returned"
+    FLAPPING = "flapping", "a NIC without probing flaps; its repair is held for a minute"
+    GROUP_FAILED = "group_failed", "no NIC of a group works"
+    GROUP_USABLE = "group_usable", "a NIC of a failed group works again"
+    NIC_ADDED = "nic_added", "a NIC of a group, or a watched NIC, appeared"
+    NIC_REMOVED = "nic_removed", "a NIC disappeared from the kernel"
+    HWADDR_DUPLICATE = "hwaddr_duplicate", "a NIC has another member's MAC and is offlined"
+    HWADDR_UNIQUE = "hwaddr_unique", "a NIC's MAC is unique again and it is onlined"
+    # probing
+    TARGET_FOUND = "target_found", "multicast discovery found a probe target"
+    TARGET_DEAD = "target_dead", "a probe target stopped answering while others answer"
+    TARGET_SLOW = "target_slow", "a probe target much slower than the others is dropped"
+    NO_TARGETS = "no_targets", "nothing answered discovery: the NIC is judged on its link alone"
+    PROBES_MISSED = "probes_missed", "mpathd was not scheduled in time to send probes"
+    FDT_RAISED = "fdt_raised", "target RTTs forced a longer failure detection time"
+    FDT_LOWERED = "fdt_lowered", "the failure detection time came back towards the configured one"
+    # addresses
+    FAILOVER = "failover", "addresses moved off a failed NIC"
+    FAILBACK = "failback", "addresses returned to their repaired home NIC"
+    MOVED = "moved", "addresses moved for another reason: offline, INACTIVE, balance, a NIC left"
+    ADDRESS_PLACED = "address_placed", "an address that was nowhere was put on a NIC"
+    MISSING_MOVED = "missing_moved", "the addresses of a missing NIC went to another member"
+    MISSING_STRANDED = "missing_stranded", "the addresses of a missing NIC have nowhere to go"
+    ADDRESS_RESTORED = "address_restored", "a managed address deleted by another program is put back"
+    DUPLICATE_REMOVED = "duplicate_removed", "a second copy of a data address is removed"
+    WRONG_PREFIX = "wrong_prefix", "a managed address with another prefix is replaced"
+    # operator and daemon
+    OFFLINE = "offline", "an operator took a NIC offline"
+    ONLINE = "online", "an operator brought a NIC online"
+    RELOAD = "reload", "the configuration was reloaded, with what changed"
+    ACTION_FAILED = "action_failed", "the kernel refused an action; mpathd re-reads it"

@@ -1,0 +1,5 @@
+import sys
+
+from .ipmpctl import main
+
+sys.exit(main())

@@ -1,0 +1,168 @@
+"""An in-memory kernel for the unit tests of the core (the real one, in
+namespaces, is the lab package): links and addresses in dicts, time passed
+by hand."""
+
+import heapq
+import ipaddress
+import random
+import textwrap
+
+from mpathd.config import Config, Defaults, parse_groups
+from mpathd.core.events import (AddAddress, LinkChanged, LinkInfo, Log, MoveAddress, ProbeReply, RemoveAddress,
+                                Route, RoutesChanged, SendProbe, Started, Tick)
+from mpathd.core.machine import Core
+from mpathd.core.probe import KIND_DISCOVERY
+
+A = ipaddress.ip_interface
+
+
+class FakeKernel:
+    """The core plus a kernel made of dicts: it applies the core's actions
+    the way the netlink adapter would, and checks after every event that
+    each data address is on exactly one NIC of its group."""
+
+    def __init__(self, yaml: str, failback: bool = True, present=None, down=(), kernel=None):
+        self.now = 0.0
+        cfg = Config(defaults=Defaults(failback=failback), groups=parse_groups(textwrap.dedent(yaml), "t"))
+        self.core = Core(cfg)
+        names = [i.name for g in cfg.groups for i in g.interfaces]
+        present = names if present is None else present
+        self.index = {n: i + 1 for i, n in enumerate(dict.fromkeys([*names, *present]))}
+        self.running = {n: n not in down for n in present}
+        self.kernel: dict[str, set] = {n: set() for n in present}
+        for ifname, addr in (kernel or {}).items():
+            for a in addr:
+                self.kernel[ifname].add(A(a))
+        self.actions: list = []
+        self.do(Started(tuple(self.info(n) for n in present),
+                        tuple((n, a) for n, s in self.kernel.items() for a in s)))
+
+    def info(self, name):
+        return LinkInfo(name, self.index[name], f"02:00:00:00:00:{self.index[name]:02x}", self.running[name])
+
+    def do(self, event):
+        actions = self.core.handle(event, self.now)
+        for a in actions:
+            match a:
+                case AddAddress():
+                    self.kernel[a.ifname].add(a.address)
+                case RemoveAddress():
+                    self.kernel[a.ifname].discard(a.address)
+                case MoveAddress():
+                    assert a.address in self.kernel[a.src], a
+                    self.kernel[a.dst].add(a.address)
+                    self.kernel[a.src].discard(a.address)
+        self.actions += actions
+        self.check_invariant()
+        return actions
+
+    def link(self, name, running):
+        self.running[name] = running
+        return self.do(LinkChanged(self.info(name)))
+
+    def holder(self, addr):
+        (h,) = [n for n, s in self.kernel.items() if A(addr) in s]
+        return h
+
+    def logs(self, actions=None):
+        return [a.text for a in (self.actions if actions is None else actions) if isinstance(a, Log)]
+
+    def check_invariant(self):
+        """Every data address is on exactly one NIC of its group, and on an
+        active one whenever the group has one."""
+        for g in self.core.groups:
+            for addr in g.home():
+                holders = [n for n, s in self.kernel.items() if addr in s]
+                assert len(holders) <= 1, (addr, holders)
+                present = [n for n in g.nics if n.present]
+                if present:
+                    assert len(holders) == 1, (addr, self.kernel)
+                if any(n.active for n in g.nics):
+                    assert self.core.nics[holders[0]].active, (addr, holders)
+
+
+IP = ipaddress.ip_address
+ROUTER = IP("192.0.2.1")
+DEFAULT_ROUTE = (Route(4, "0.0.0.0/0", "192.0.2.1"),)
+
+GROUP = """
+groups:
+  g:
+    interfaces:
+      eth0: {data: [192.0.2.100/24], test: [192.0.2.10/24]}
+      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
+"""
+
+
+class Net:
+    """The core, a clock, and a link that answers probes."""
+
+    def __init__(self, yaml=GROUP, fdt_ms=1000, seed=0, routes=DEFAULT_ROUTE,
+                 rtt=0.0002, hosts=(), watched=()):
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        cfg = Config(defaults=Defaults(fdt_ms=fdt_ms, track_only_groups=not watched),
+                     groups=parse_groups(textwrap.dedent(yaml), "t"))
+        self.core = Core(cfg, rng=random.Random(seed))
+        self.names = [i.name for g in cfg.groups for i in g.interfaces] + list(watched)   # watched: in no group
+        self.rtt = rtt
+        self.hosts = [IP(h) for h in hosts]     # answer multicast discovery
+        self.broken: dict[str, float] = {}     # ifname -> loss probability
+        self.dead_targets: set = set()
+        self.slow: dict = {}                   # target -> its own RTT
+        self.replies: list = []                # heap of (time, n, ProbeReply)
+        self.n = 0
+        self.kernel = {n: set() for n in self.names}
+        self.log: list[str] = []
+        lls = tuple((n, ipaddress.ip_interface(f"fe80::a{i}/64")) for i, n in enumerate(self.names))
+        self.feed(Started(tuple(LinkInfo(n, i + 1, None, True) for i, n in enumerate(self.names)), lls))
+        self.feed(RoutesChanged(tuple(routes)))
+
+    def feed(self, event):
+        for a in self.core.handle(event, self.now):
+            if isinstance(a, Log):
+                self.log.append((self.now, a.text))
+            elif isinstance(a, AddAddress):
+                self.kernel[a.ifname].add(a.address)
+            elif isinstance(a, MoveAddress):
+                self.kernel[a.src].discard(a.address)
+                self.kernel[a.dst].add(a.address)
+            elif isinstance(a, SendProbe):
+                self.send(a)
+
+    def send(self, a: SendProbe):
+        if self.rng.random() < self.broken.get(a.ifname, 0.0):
+            return
+        responders = self.hosts if a.kind == KIND_DISCOVERY else [a.dst]
+        for r in responders:
+            if r in self.dead_targets:
+                continue
+            self.n += 1
+            rtt = self.slow.get(r, self.rtt)
+            heapq.heappush(self.replies, (self.now + rtt, self.n,
+                                          ProbeReply(a.ifname, a.family, r, a.seq, a.nonce, a.kind,
+                                                     self.now + rtt)))
+
+    def run(self, until: float):
+        while True:
+            deadline = self.core.next_deadline()
+            t_reply = self.replies[0][0] if self.replies else None
+            t = min(x for x in (deadline, t_reply, until) if x is not None)
+            if t >= until:
+                self.now = until
+                return
+            self.now = max(self.now, t)
+            if t_reply is not None and t_reply <= t:
+                self.feed(heapq.heappop(self.replies)[2])
+            else:
+                self.feed(Tick())
+
+    def holder(self, addr):
+        (h,) = [n for n, s in self.kernel.items() if ipaddress.ip_interface(addr) in s]
+        return h
+
+    def when(self, text):
+        return next((t for t, line in self.log if text in line), None)
+
+    def nic(self, name):
+        return self.core.nics[name]

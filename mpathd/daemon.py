@@ -19,7 +19,8 @@ from .core.machine import Core
 from .core.reports import probes, status, summary
 from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, Log, MoveAddress,
                      Offline, Online, PrepareInterface, Refused, ReleaseInterface, RemoveAddress,
-                     Resynced, SendProbe, Started, StartProbing, StateChanged, StopProbing, Tick)
+                     Resynced, SendProbe, SetLinkUp, Started, StartProbing, StateChanged, StopProbing,
+                     Tick)
 from .adapters.log import emit, log, setup
 from .adapters.notify import Notifier
 
@@ -201,6 +202,8 @@ class Daemon:
                     self.announcer.open(action.ifname, action.mac, action.addresses)
                 case ReleaseInterface():
                     self.announcer.close(action.ifname)
+                case SetLinkUp():
+                    self.kernel.set_up(action)
                 case StateChanged():
                     self.notifier.status(action.summary)
                 case Refused():

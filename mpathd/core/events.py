@@ -25,6 +25,7 @@ class LinkInfo:
     mac: str | None
     running: bool              # IFF_RUNNING: carrier present and admin up
     loopback_or_p2p: bool = False
+    up: bool = True            # IFF_UP: administratively up (ip link set up)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,14 @@ class ReleaseInterface:
 
 
 @dataclass(frozen=True)
+class SetLinkUp:
+    """Set a group NIC administratively up: the device of this index, not
+    whatever may carry the name by then."""
+    ifname: str
+    index: int
+
+
+@dataclass(frozen=True)
 class AddAddress:
     ifname: str
     address: Address
@@ -225,7 +234,7 @@ class StateChanged:
     summary: str = field(default="")
 
 
-Action = (PrepareInterface | ReleaseInterface | AddAddress | RemoveAddress | MoveAddress
+Action = (PrepareInterface | ReleaseInterface | SetLinkUp | AddAddress | RemoveAddress | MoveAddress
           | Announce | StartProbing | StopProbing | SendProbe | Log | Refused | StateChanged)
 
 ERR, WARNING, INFO = logging.ERROR, logging.WARNING, logging.INFO

@@ -47,7 +47,7 @@ from .events import (ERR, INFO, Action, ActionFailed, AddAddress, AddressAdded,
                      AddressRemoved, Announce, ConfigReloaded, Event, LinkChanged, LinkInfo,
                      LinkRemoved, Log, MoveAddress, Offline, Online, PrepareInterface, ProbeReply,
                      Refused, ReleaseInterface, RemoveAddress, Resynced, RoutesChanged, SendProbe,
-                     Started, StartProbing, StateChanged, StopProbing, Tick)
+                     SetLinkUp, Started, StartProbing, StateChanged, StopProbing, Tick)
 from .probe import KIND_DISCOVERY, Prober
 from .reports import summary
 from .states import GroupState, LinkState, NicState, ProbeState
@@ -452,13 +452,20 @@ class Core:
 
     def _attach(self, nic: Nic, link: LinkInfo) -> tuple[LinkState | None, bool]:
         """Record a NIC's link; return the change of its carrier (UP, DOWN or
-        None) and whether its repair is now held for flapping."""
+        None) and whether its repair is now held for flapping. A group NIC
+        is brought up when its device is first seen administratively down
+        (at start, or when it appears); a known device set down later was
+        set down by an operator: a failure that mpathd leaves alone."""
         if nic.index != link.index:
             if nic.present:                    # re-plugged under the same name: a new device
                 self._detach(nic)
             nic.index, nic.mac = link.index, link.mac
             if nic.cfg.group:                  # NICs in no group are watched, never touched
                 self._out.append(self._prepare(nic, self.group_of(nic)))
+                if not link.up:
+                    self._log(INFO, f"IP interface {nic.name} of group {nic.cfg.group} is administratively "
+                                    f"down; bringing it up", Kind.BROUGHT_UP, nic.cfg.group, nic.name)
+                    self._out.append(SetLinkUp(nic.name, link.index))
         elif nic.mac != link.mac:
             nic.mac = link.mac
             if nic.cfg.group:                  # its announcements must carry the new MAC

@@ -250,14 +250,15 @@ class Lab:
     def mac(self, role: str, ifname: str) -> str:
         return self.ip_json(role, "link", "show", ifname)[0]["address"]
 
-    def _attach(self, role: str, ifname: str, port: str) -> None:
+    def _attach(self, role: str, ifname: str, port: str, up: bool = True) -> None:
         _run(["ip", "link", "add", ifname, "netns", self.ns(role), "type", "veth",
               "peer", "name", port, "netns", self.ns("sw")])
         self.sh("sw", "ip", "link", "set", port, "master", "br0", "up")
-        self.sh(role, "ip", "link", "set", ifname, "up")
+        if up:
+            self.sh(role, "ip", "link", "set", ifname, "up")
 
-    def _plug(self, nic: str, i: int) -> None:
-        self._attach("host", nic, f"p-{nic}")
+    def _plug(self, nic: str, i: int, up: bool = True) -> None:
+        self._attach("host", nic, f"p-{nic}", up)
         self.sh("host", "ip", "link", "set", nic, "address", mac_of(i))
 
     @staticmethod
@@ -441,8 +442,11 @@ class Lab:
         """The NIC is removed from the host (RTM_DELLINK)."""
         self.sh("host", "ip", "link", "del", nic)
 
-    def replug(self, nic: str) -> None:
-        self._plug(nic, self.nics.index(nic))
+    def replug(self, nic: str, up: bool = True) -> None:
+        """The NIC is back under its name, a new device (RTM_NEWLINK with a
+        new index); with up=False it stays administratively down, as a NIC
+        that nothing brings up (no network manager) would."""
+        self._plug(nic, self.nics.index(nic), up)
 
     # --------------------------------------------------------- the daemon
 

@@ -20,7 +20,7 @@ from .core.reports import probes, status, summary
 from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, DeleteRoute, DropPath,
                           Event, InstallRoute, LinkChanged, LinkRemoved, Log, Offline, Online,
                           PrepareInterface, Refused,
-                          ReleaseInterface, RemoveAddress, RestoreRoute, Resynced, SendProbe, SetPath,
+                          ReleaseInterface, RemoveAddress, RestoreRoute, Resynced, SendProbe, SetLinkUp, SetPath,
                           Started, StartProbing, StateChanged, StopProbing, Tick)
 from .adapters.log import emit, log, setup
 from .adapters.notify import Notifier
@@ -228,6 +228,8 @@ class Daemon:
                 case ReleaseInterface():
                     self.kernel.release(action.ifname)
                     self.announcer.close(action.ifname)
+                case SetLinkUp():
+                    self.kernel.set_up(action)
                 case StateChanged():
                     self.notifier.status(action.summary)
                 case Refused():

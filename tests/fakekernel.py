@@ -9,7 +9,7 @@ import textwrap
 
 from mpathd.config import Config, Defaults, parse_groups
 from mpathd.core.events import (AddAddress, LinkChanged, LinkInfo, Log, OwnedRoute, ProbeReply, RemoveAddress,
-                                RouteKey, SendProbe, Started, Tick)
+                                RouteKey, SendProbe, SetLinkUp, Started, Tick)
 from mpathd.core.machine import Core
 from mpathd.core.probe import KIND_DISCOVERY
 
@@ -21,14 +21,15 @@ class FakeKernel:
     the way the netlink adapter would, and checks after every event that
     each data address is on exactly one NIC of its group."""
 
-    def __init__(self, yaml: str, failback: bool = True, present=None, down=(), kernel=None):
+    def __init__(self, yaml: str, failback: bool = True, present=None, down=(), admin_down=(), kernel=None):
         self.now = 0.0
         cfg = Config(defaults=Defaults(failback=failback), groups=parse_groups(textwrap.dedent(yaml), "t"))
         self.core = Core(cfg)
         names = [i.name for g in cfg.groups for i in g.interfaces]
         present = names if present is None else present
         self.index = {n: i + 1 for i, n in enumerate(dict.fromkeys([*names, *present]))}
-        self.running = {n: n not in down for n in present}
+        self.up = {n: n not in admin_down for n in present}          # IFF_UP
+        self.running = {n: n not in down and self.up[n] for n in present}
         self.kernel: dict[str, set] = {n: set() for n in present}
         for ifname, addr in (kernel or {}).items():
             for a in addr:
@@ -38,7 +39,8 @@ class FakeKernel:
                         tuple((n, a) for n, s in self.kernel.items() for a in s)))
 
     def info(self, name):
-        return LinkInfo(name, self.index[name], f"02:00:00:00:00:{self.index[name]:02x}", self.running[name])
+        return LinkInfo(name, self.index[name], f"02:00:00:00:00:{self.index[name]:02x}", self.running[name],
+                        up=self.up.get(name, True))
 
     def do(self, event):
         actions = self.core.handle(event, self.now)
@@ -50,12 +52,15 @@ class FakeKernel:
                     if a.moved_to is not None:           # make-before-break: the new copy is there
                         assert a.address in self.kernel[a.moved_to], a
                     self.kernel[a.ifname].discard(a.address)
+                case SetLinkUp():
+                    assert a.index == self.index[a.ifname], a
+                    self.up[a.ifname] = True     # its carrier is the test's to report, with link()
         self.actions += actions
         self.check_invariant()
         return actions
 
-    def link(self, name, running):
-        self.running[name] = running
+    def link(self, name, running, up=True):
+        self.running[name], self.up[name] = running, up
         return self.do(LinkChanged(self.info(name)))
 
     def holder(self, addr):

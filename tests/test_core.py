@@ -9,9 +9,10 @@ import pytest
 from fakekernel import A, FakeKernel, moves
 from mpathd.config import Config, Defaults, parse_groups
 from mpathd.core import timing
+from mpathd.core.catalogue import Kind
 from mpathd.core.events import (AddAddress, AddressAdded, AddressRemoved, Announce, LinkChanged,
                                 LinkInfo, LinkRemoved, Log, PrepareInterface, RemoveAddress,
-                                Started, Tick)
+                                Resynced, SetLinkUp, Started, Tick)
 from mpathd.core.machine import Core
 from mpathd.core.reports import status, summary
 
@@ -201,6 +202,51 @@ def test_link_down_at_start_is_a_failure():
     kern = FakeKernel(TWO, down=["eth0"])
     assert kern.holder("192.0.2.100/24") == "eth1"
     assert "The link has gone down on eth0" in kern.logs()
+
+
+def set_up(actions):
+    return [a for a in actions if isinstance(a, SetLinkUp)]
+
+
+def test_a_group_nic_found_administratively_down_is_brought_up_once_per_device():
+    kern = FakeKernel(TWO, admin_down=["eth0", "eth1"])
+    assert set_up(kern.actions) == [SetLinkUp("eth0", 1), SetLinkUp("eth1", 2)]
+    assert "IP interface eth0 of group g is administratively down; bringing it up" in kern.logs()
+    assert next(a for a in kern.actions if isinstance(a, Log) and a.ifname == "eth0").kind == Kind.BROUGHT_UP
+    # failed until the kernel reports them running
+    assert "IP interface failure detected on eth0 of group g" in kern.logs()
+    kern.link("eth0", True)
+    kern.link("eth1", True)
+    assert (kern.holder("192.0.2.100/24"), kern.holder("192.0.2.101/24")) == ("eth0", "eth1")
+    # an operator's `ip link set eth1 down` is a failure, and stays so: not on
+    # the event, not when the kernel is re-read
+    out = kern.link("eth1", False, up=False)
+    out += kern.do(Resynced(tuple(kern.info(n) for n in kern.index),
+                            tuple((n, a) for n, s in kern.kernel.items() for a in s)))
+    assert not set_up(out)
+    assert "IP interface failure detected on eth1 of group g" in kern.logs(out)
+    assert kern.holder("192.0.2.101/24") == "eth0"
+    # ... until the operator sets it up again
+    kern.link("eth1", True)
+    assert kern.holder("192.0.2.101/24") == "eth1"
+    # re-plugged under its name, down: a new device, brought up
+    kern.kernel["eth1"] = set()
+    kern.do(LinkRemoved("eth1", 2))
+    kern.index["eth1"] = 42
+    out = kern.link("eth1", False, up=False)
+    assert set_up(out) == [SetLinkUp("eth1", 42)]
+    kern.link("eth1", True)
+    assert kern.holder("192.0.2.101/24") == "eth1"
+
+
+def test_a_nic_in_no_group_is_never_brought_up():
+    yaml = "groups:\n  g:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n"
+    core = Core(Config(defaults=Defaults(track_only_groups=False), groups=parse_groups(yaml, "t")))
+    down = LinkInfo("eth9", 3, None, False, up=False)
+    out = core.handle(Started((LinkInfo("eth0", 2, None, True), down), ()), 0.0)
+    out += core.handle(LinkRemoved("eth9", 3), 0.0) + core.handle(LinkChanged(down), 0.0)
+    assert "IP interface eth9 is present (index 3)" in [a.text for a in out if isinstance(a, Log)]
+    assert not set_up(out)
 
 
 def test_flapping_link_only_nic_holds_repair_for_a_minute():

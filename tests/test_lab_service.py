@@ -4,11 +4,13 @@ rules, hostile clients, metrics, and the unit's system call filter."""
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,33 +62,51 @@ def test_sd_notify_ready_watchdog_status_reloading_stopping(make_lab, tmp_path):
     assert d.proc.wait(10) == 0
 
 
-def as_nobody(*argv):
+def as_nobody(*argv, cwd=None, env=None):
     return subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
                            "--inh-caps=-all", "--bounding-set=-all", *argv],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, cwd=cwd, env=env)
 
 
-def test_any_user_may_look_and_only_root_may_change(make_lab):
+@pytest.fixture
+def nobody_ctl():
+    """ipmpctl as `nobody`, wherever the checkout lies: the checkout (and its
+    .venv) may be in a 0700 home directory, so the mpathd package is copied
+    to a world-readable directory under /tmp and run by Debian's python3
+    with its python3-yaml, as the Debian package runs it."""
+    base = Path(tempfile.mkdtemp(prefix="mpathd-nobody-"))
+    shutil.copytree(ROOT / "mpathd", base / "mpathd", ignore=shutil.ignore_patterns("__pycache__"))
+    for path in (base, *base.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(base)}
+
+    def run(*args):
+        return as_nobody("/usr/bin/python3", "-m", "mpathd.ctl", *args, cwd=base, env=env)
+    yield run
+    shutil.rmtree(base)
+
+
+def test_any_user_may_look_and_only_root_may_change(make_lab, nobody_ctl):
     lab = make_lab(nics=2)
     d = lab.start_daemon(GROUP, defaults=FDT)
     mode = os.stat(d.control).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o666
     assert stat.S_IMODE(os.stat(os.path.dirname(d.control)).st_mode) & 0o755 == 0o755
-    ctl = [sys.executable, "-m", "mpathd.ctl", "--control", d.control]
-    p = as_nobody(*ctl, "status", "--json")
+    p = nobody_ctl("--control", d.control, "status", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["groups"][0]["name"] == "ipmp0"
-    p = as_nobody(*ctl, "probes", "--once", "--json")
+    p = nobody_ctl("--control", d.control, "probes", "--once", "--json")
     assert p.returncode == 0 and isinstance(json.loads(p.stdout), list), p.stderr
     for command in (["offline", "eth0"], ["online", "eth0"], ["reload"]):
-        p = as_nobody(*ctl, *command)
+        p = nobody_ctl("--control", d.control, *command)
         assert p.returncode == 1 and f"'{command[0]}' needs root (you are uid 65534)" in p.stderr, p.stderr
     assert lab.holders("192.0.2.100/24") == ["eth0"]
     # and the clear errors when the daemon is not there
-    p = subprocess.run([*ctl[:3], "--control", "/nonexistent/sock", "status"], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "mpathd.ctl", "--control", "/nonexistent/sock", "status"],
+                       capture_output=True, text=True)
     assert p.returncode == 1 and "cannot contact mpathd at /nonexistent/sock -- is it running?" in p.stderr
     os.chmod(os.path.dirname(d.control), 0o700)
-    p = as_nobody(*ctl, "status")
+    p = nobody_ctl("--control", d.control, "status")
     assert p.returncode == 1 and f"permission denied on {d.control}" in p.stderr
 
 

@@ -71,10 +71,13 @@ def systemd_analyze(*args, **env):
 
 @pytest.fixture
 def unit(tmp_path):
-    """The unit, pointing at this checkout's mpathd so that verify finds it."""
+    """The unit, pointing at this checkout's commands so that verify finds them."""
     path = tmp_path / "mpathd.service"
-    path.write_text(UNIT.read_text().replace("ExecStart=/usr/local/bin/mpathd",
-                                             f"ExecStart={Path(sys.executable).parent / 'mpathd'}"))
+    text = UNIT.read_text()
+    for command in ("/usr/sbin/mpathd", "/usr/bin/ipmpctl"):
+        assert command in text
+        text = text.replace(command, str(Path(sys.executable).parent / Path(command).name))
+    path.write_text(text)
     return path
 
 
@@ -88,6 +91,9 @@ def test_unit_exposure_is_at_most_2_5(unit):
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", p.stdout)
     assert m, p.stdout + p.stderr
     assert float(m.group(1)) <= 2.5
+    readme = re.search(r"`systemd-analyze security --offline` rates the unit \*\*(\d+\.\d+) ",
+                       (ROOT / "README.md").read_text())
+    assert readme and readme.group(1) == m.group(1), "the README gives the figure this systemd prints"
 
 
 @pytest.mark.parametrize("page", ["man8/mpathd.8", "man8/ipmpctl.8", "man5/mpathd.conf.5"])

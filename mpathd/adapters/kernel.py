@@ -26,7 +26,7 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from ..config import Address
 from ..core.events import (AddAddress, AddressAdded, AddressRemoved, Event, LinkChanged, LinkInfo,
-                           LinkRemoved, RemoveAddress, Resynced, RouteAdded, RouteRemoved)
+                           LinkRemoved, RemoveAddress, Resynced, RouteAdded, RouteRemoved, SetLinkUp)
 from .routes import KernelRoute, RouteKeeper
 
 log = logging.getLogger("mpathd")
@@ -67,7 +67,8 @@ def _link(msg) -> LinkInfo:
     return LinkInfo(name=msg.get_attr("IFLA_IFNAME"), index=msg["index"],
                     mac=msg.get_attr("IFLA_ADDRESS"),
                     running=bool(flags & IFF_RUNNING and flags & IFF_UP),
-                    loopback_or_p2p=bool(flags & (IFF_LOOPBACK | IFF_POINTOPOINT)))
+                    loopback_or_p2p=bool(flags & (IFF_LOOPBACK | IFF_POINTOPOINT)),
+                    up=bool(flags & IFF_UP))
 
 
 _IFA_F_DADFAILED, _IFA_F_TENTATIVE = 0x08, 0x40
@@ -226,6 +227,12 @@ class Kernel:
                 log.warning("cannot set %s: %s", path, e.strerror)
         for problem in check_sysctls(ifname):
             log.warning("%s", problem)
+
+    def set_up(self, act: SetLinkUp) -> None:
+        """IFF_UP on the device of the action's index, in one RTM_NEWLINK
+        request. The kernel's notification of it (and of the carrier that
+        follows) comes back as a LinkChanged like any other."""
+        self.ipr.link("set", index=act.index, state="up")
 
     def add_address(self, act: AddAddress) -> None:
         addr = act.address

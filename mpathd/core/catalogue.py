@@ -32,6 +32,7 @@ class Kind(enum.StrEnum):
     REPAIR = "repair", "a failed NIC works again"
     LINK_DOWN = "link_down", "a NIC lost its carrier"
     LINK_UP = "link_up", "a NIC's carrier returned"
+    BROUGHT_UP = "brought_up", "a group NIC found administratively down (at start, or as it appeared) is set up"
     FLAPPING = "flapping", "a NIC without probing flaps; its repair is held for a minute"
     GROUP_FAILED = "group_failed", "no NIC of a group works"
     GROUP_USABLE = "group_usable", "a NIC of a failed group works again"

@@ -75,6 +75,7 @@ class LinkInfo:
     mac: str | None
     running: bool              # IFF_RUNNING: carrier present and admin up
     loopback_or_p2p: bool = False
+    up: bool = True            # IFF_UP: administratively up (ip link set up)
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,14 @@ class ReleaseInterface:
 
 
 @dataclass(frozen=True)
+class SetLinkUp:
+    """Set a group NIC administratively up: the device of this index, not
+    whatever may carry the name by then."""
+    ifname: str
+    index: int
+
+
+@dataclass(frozen=True)
 class AddAddress:
     ifname: str
     address: Address
@@ -321,7 +330,7 @@ class StateChanged:
 
 RouteAction = SetPath | DropPath | InstallRoute | RestoreRoute | DeleteRoute
 
-Action = (PrepareInterface | ReleaseInterface | AddAddress | RemoveAddress | Announce
+Action = (PrepareInterface | ReleaseInterface | SetLinkUp | AddAddress | RemoveAddress | Announce
           | StartProbing | StopProbing | SendProbe | Log | Refused | StateChanged | RouteAction)
 
 ERR, WARNING, INFO = logging.ERROR, logging.WARNING, logging.INFO

@@ -48,7 +48,7 @@ from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, Addre
                      InstallRoute, LinkChanged, LinkInfo, LinkRemoved, Log, Offline, Online,
                      OwnedRoute, PrepareInterface, ProbeReply, Refused, ReleaseInterface,
                      RemoveAddress, RestoreRoute, Resynced, RouteAdded, RouteRemoved, SendProbe,
-                     SetPath, Started, StartProbing, StateChanged, StopProbing, Tick)
+                     SetLinkUp, SetPath, Started, StartProbing, StateChanged, StopProbing, Tick)
 from .routes import GroupView, RouteLedger, declared
 from .probe import KIND_DISCOVERY, Prober
 from .reports import summary
@@ -570,13 +570,20 @@ class Core:
 
     def _attach(self, nic: Nic, link: LinkInfo) -> tuple[LinkState | None, bool]:
         """Record a NIC's link; return the change of its carrier (UP, DOWN or
-        None) and whether its repair is now held for flapping."""
+        None) and whether its repair is now held for flapping. A group NIC
+        is brought up when its device is first seen administratively down
+        (at start, or when it appears); a known device set down later was
+        set down by an operator: a failure that mpathd leaves alone."""
         if nic.index != link.index:
             if nic.present:                    # re-plugged under the same name: a new device
                 self._detach(nic)
             nic.index, nic.mac = link.index, link.mac
             if nic.cfg.group:                  # NICs in no group are watched, never touched
                 self._out.append(self._prepare(nic, self.group_of(nic)))
+                if not link.up:
+                    self._log(INFO, f"IP interface {nic.name} of group {nic.cfg.group} is administratively "
+                                    f"down; bringing it up", Kind.BROUGHT_UP, nic.cfg.group, nic.name)
+                    self._out.append(SetLinkUp(nic.name, link.index))
         elif nic.mac != link.mac:
             nic.mac = link.mac
             if nic.cfg.group:                  # its announcements must carry the new MAC,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -242,7 +243,9 @@ def _parser() -> OneLineParser:
     o.add_argument("--force", action="store_true", help="even if it is the last usable NIC")
     sub.add_parser("online", help="bring an offline NIC back").add_argument("interface")
     sub.add_parser("reload", help="re-read the configuration and apply the difference")
-    sub.add_parser("metrics", help="print metrics in the Prometheus text format")
+    m = sub.add_parser("metrics", help="print metrics in the Prometheus text format")
+    m.add_argument("--output", metavar="FILE",
+                   help="write them to FILE atomically instead (for node_exporter's textfile collector)")
     c = sub.add_parser("check", help="check a configuration against this system")
     c.add_argument("--defaults", default=config.DEFAULTS_PATH, metavar="FILE")
     c.add_argument("--config", default=config.GROUPS_PATH, metavar="FILE")
@@ -279,6 +282,28 @@ def _check(args) -> int:
     return 1 if found else 0
 
 
+def _write_atomically(path: str, text: str) -> int:
+    """Write `text` to `path` through a temporary file in the same directory
+    and a rename, so that a reader (node_exporter) never sees half a file.
+    The temporary name does not end in .prom: the collector ignores it."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    except OSError as e:
+        print(f"ipmpctl: cannot write {path}: {e.strerror}", file=sys.stderr)
+        return 1
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        os.unlink(tmp)
+        print(f"ipmpctl: cannot write {path}: {e.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _command(args) -> int:
     extra = {"interface": args.interface} if hasattr(args, "interface") else {}
     if getattr(args, "force", False):
@@ -301,11 +326,14 @@ def main(argv: list[str] | None = None) -> int:
         return _command(args)
     if args.cmd == "metrics":
         try:
-            sys.stdout.write(metrics.render(control.request(args.control, "status")))
+            text = metrics.render(control.request(args.control, "status"))
         except control.ControlError as e:
             print(f"ipmpctl: {e}", file=sys.stderr)
             return 1
-        return 0
+        if args.output is None:
+            sys.stdout.write(text)
+            return 0
+        return _write_atomically(args.output, text)
     fields_spec, parsable = getattr(args, "fields", None), getattr(args, "parsable", False)
     views = [v for v in VIEWS if v != "probes"] if args.cmd == "status" else [args.cmd]
     try:

@@ -463,3 +463,26 @@ def test_nics_in_no_group_survive_a_reload():
     core.handle(Started(links, ()), 0.0)
     core.handle(ConfigReloaded(cfg, links, ()), 0.0)
     assert {i["name"] for i in status(core, 0.0)["interfaces"]} == {"eth0", "eth9"}
+
+
+def test_a_route_the_kernel_dropped_is_put_back_after_the_news_that_follows():
+    """The kernel tells of the routes it drops with a NIC's nexthops just
+    before the NIC's carrier loss: nothing is re-made on that NIC; the
+    carrier loss moves the routes, and a drop with no news after it is put
+    back KERNEL_NEWS_S later."""
+    from fakekernel import route
+    from mpathd.core.events import InstallRoute, RouteRemoved, SetPath
+    cfg = Config(groups=parse_groups(textwrap.dedent(TWO) + "    spreading: false\n", "t"))
+    core = Core(cfg)
+    r = route("0.0.0.0/0", "192.0.2.1")
+    out = core.handle(Started((LinkInfo("eth0", 2, None, True), LinkInfo("eth1", 3, None, True)), (), (r,)), 0.0)
+    assert [a.members for a in out if isinstance(a, SetPath)] == [(("eth0", 2),)]
+    assert not [a for a in core.handle(RouteRemoved(r.key, by_kernel=True), 1.0) if isinstance(a, (SetPath, InstallRoute))]
+    out = core.handle(LinkChanged(LinkInfo("eth0", 2, None, False)), 1.0001)
+    assert [a.members for a in out if isinstance(a, SetPath)] == [(("eth1", 3),)]
+    assert [type(a) for a in out if isinstance(a, (SetPath, InstallRoute))] == [SetPath, InstallRoute]
+    assert core.next_deadline() == pytest.approx(1.0 + timing.KERNEL_NEWS_S)
+    assert not [a for a in core.handle(Tick(), 1.0 + timing.KERNEL_NEWS_S) if isinstance(a, (SetPath, InstallRoute))]
+    core.handle(RouteRemoved(r.key, by_kernel=True), 2.0)            # no news follows
+    out = core.handle(Tick(), 2.0 + timing.KERNEL_NEWS_S)
+    assert [type(a) for a in out if isinstance(a, (SetPath, InstallRoute))] == [SetPath, InstallRoute]

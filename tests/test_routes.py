@@ -127,7 +127,7 @@ def test_a_refused_route_is_retried_with_a_doubling_back_off():
         out = settle(led, view([ETH0]), now=now)
         if any(isinstance(a, InstallRoute) for a in out):
             tries.append(now)
-            led.refused(r.key, now)             # the kernel says no, every time
+            led.refused(r.key, PathKey("ipmp0", 4, GW, None), now)   # the kernel says no, every time
         now += 0.25
     assert tries[:6] == [0.0, 1.0, 3.0, 7.0, 15.0, 31.0]
     assert led.next_retry() == 31.0 + 32.0
@@ -180,3 +180,29 @@ def test_ipv6_route_via_a_global_router_goes_where_the_routers_prefix_is():
     paths = {a.path: a.members for a in out if isinstance(a, SetPath)}
     assert paths == {PathKey("ipmp0", 6, gw6, "eth0"): (ETH1,),
                      PathKey("ipmp0", 6, ipaddress.ip_address("fe80::1"), None): (ETH0, ETH1)}
+
+
+def test_a_route_the_kernel_flushed_with_its_group_is_remade_not_repointed():
+    """IPv6 tells of the routes deleted with an emptied group before the link
+    event comes: the group must be made again before the route."""
+    led = RouteLedger()
+    r, other = route(), route("198.51.100.0/24")
+    led.learn(r, "ipmp0")
+    led.learn(other, "ipmp0")
+    settle(led, view([ETH0], spreading=False))
+    led.flushed(r.key)
+    out = settle(led, view([ETH0], spreading=False))
+    assert [type(a) for a in out] == [SetPath, InstallRoute, InstallRoute]
+
+
+def test_a_refused_path_is_asked_again_at_once_with_other_members():
+    """Refused on a NIC that is going down (its link event not yet read):
+    once it has failed, the path on the other NIC is no retry and does not
+    wait for the back-off."""
+    led = RouteLedger()
+    led.learn(route(), "ipmp0")
+    (set_path, _) = settle(led, view([ETH0]))
+    led.refused(set_path.path, set_path.members, 0.0)
+    assert settle(led, view([ETH0]), now=0.1) == []           # the same again: after the back-off
+    out = settle(led, view([ETH1]), now=0.1)
+    assert [type(a) for a in out] == [SetPath] and out[0].members == (ETH1,)

@@ -149,6 +149,7 @@ class Core:
         self.nics: dict[str, Nic] = {}
         self._out: list[Action] = []
         self._retire: list[RemoveAddress] = []        # second halves of this settle's moves
+        self._flushed_at: float | None = None          # routes the kernel dropped: put back then
         self.ledger = Ledger(self._emit)
         self._summary = ""
         self.started = False
@@ -248,6 +249,8 @@ class Core:
         retry = self.routes.next_retry()
         if retry is not None:
             times.append(retry)
+        if self._flushed_at:
+            times.append(self._flushed_at)
         return min(times) if times else None
 
     # ------------------------------------------------------------ events
@@ -284,10 +287,12 @@ class Core:
                 match event.action:
                     case StartProbing():
                         self._probe_start_failed(event.action)
-                    case SetPath():
-                        self.routes.refused(event.action.path, self.now)
-                    case InstallRoute() | RestoreRoute():
-                        self.routes.refused(event.action.route.key, self.now)
+                    case SetPath(path=path, members=members):
+                        self.routes.refused(path, members, self.now)
+                    case InstallRoute(route=route, path=path):
+                        self.routes.refused(route.key, path, self.now)
+                    case RestoreRoute(route=route):
+                        self.routes.refused(route.key, None, self.now)
             case ConfigReloaded():
                 self._reload(event)
             case Offline():
@@ -506,7 +511,12 @@ class Core:
 
     def _route_removed(self, key, by_kernel: bool) -> None:
         if by_kernel:
-            self.routes.installed.pop(key, None)      # the kernel dropped it: put it back
+            # The kernel dropped it as the effect of something it tells
+            # next (a NIC's carrier, within microseconds): put it back once
+            # that news is in, so as not to re-make it on a NIC going down.
+            self.routes.flushed(key)
+            self._dirty = False
+            self._flushed_at = self._flushed_at or self.now + timing.KERNEL_NEWS_S
             return
         route = self.routes.removed(key)
         if route is not None:
@@ -649,6 +659,9 @@ class Core:
                 self._dirty = True
         retry = self.routes.next_retry()
         if retry is not None and retry <= now:
+            self._dirty = True
+        if self._flushed_at and self._flushed_at <= now:
+            self._flushed_at = None
             self._dirty = True
         for g in self.groups:
             for nic in g.nics:

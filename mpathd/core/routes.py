@@ -105,7 +105,8 @@ class RouteLedger:
         self.group_of: dict[RouteKey, str] = {}
         self.paths: dict[PathKey, Members] = {}          # believed members
         self.installed: dict[RouteKey, PathKey] = {}     # believed route -> path
-        self._retry: dict[RouteKey | PathKey, tuple[float, float]] = {}   # -> (due, back-off)
+        # refused: what -> (due, back-off, what was asked: a path's members, a route's path)
+        self._retry: dict[RouteKey | PathKey, tuple[float, float, object]] = {}
 
     def of_group(self, group: str) -> list[OwnedRoute]:
         return [r for k, r in self.routes.items() if self.group_of[k] == group]
@@ -176,6 +177,20 @@ class RouteLedger:
                     del self.installed[k]
         return moved
 
+    def flushed(self, key: RouteKey) -> None:
+        """The kernel deleted the route on its own. A route on a nexthop
+        group goes when the group loses its last member (a carrier loss
+        tells this before the link event does): believe the group gone too,
+        with every route on it, so that they are re-made, not re-pointed at
+        nothing."""
+        path = self.installed.pop(key, None)
+        if path is None or path.gateway is None:
+            return
+        self.paths.pop(path, None)
+        for k, p in list(self.installed.items()):
+            if p == path:
+                del self.installed[k]
+
     def address_gone(self, ifname: str, ip: IP) -> None:
         """An address left `ifname`. The kernel deletes the routes whose
         source it was when it is no longer local, and an IPv4 NIC's plain
@@ -187,19 +202,21 @@ class RouteLedger:
                                        and any(n == ifname for n, _ in self.paths.get(p, ()))):
                 del self.installed[k]
 
-    def refused(self, what: RouteKey | PathKey, now: float) -> None:
-        """The kernel refused the action for a route or a path: believe it
-        is not there, and try again after the back-off."""
-        _, backoff = self._retry.get(what, (0.0, timing.ROUTE_RETRY_S / 2))
+    def refused(self, what: RouteKey | PathKey, asked: object, now: float) -> None:
+        """The kernel refused the action for a route or a path (`asked`: the
+        members, or the path, it was asked for): believe it is not there,
+        and ask the same again only after the back-off. Asking something
+        else (the NIC it was refused on has failed since) is no retry."""
+        _, backoff, _ = self._retry.get(what, (0.0, timing.ROUTE_RETRY_S / 2, None))
         backoff = min(backoff * 2, timing.ROUTE_RETRY_MAX_S)
-        self._retry[what] = (now + backoff, backoff)
+        self._retry[what] = (now + backoff, backoff, asked)
         if isinstance(what, PathKey):
             self.paths.pop(what, None)
         else:
             self.installed.pop(what, None)
 
     def next_retry(self) -> float | None:
-        return min((due for due, _ in self._retry.values() if due != _IN_FLIGHT), default=None)
+        return min((due for due, _, _ in self._retry.values() if due != _IN_FLIGHT), default=None)
 
     # ------------------------------------------------ what mpathd wants
 
@@ -208,13 +225,13 @@ class RouteLedger:
         wants: first the paths (one request each, whatever the number of
         routes on them), then the routes not yet on their path, then the
         paths no route uses any more. What waits for a retry is left out."""
-        def waiting(what) -> bool:
+        def waiting(what, asked) -> bool:
             r = self._retry.get(what)
             if r is None or r[0] == _IN_FLIGHT:
                 return False
-            if r[0] > now:
+            if r[0] > now and r[2] == asked:
                 return True
-            self._retry[what] = (_IN_FLIGHT, r[1])        # tried again now; a refusal doubles
+            self._retry[what] = (_IN_FLIGHT, r[1], asked)  # asked now; a refusal doubles
             return False
 
         out: list[RouteAction] = []
@@ -232,7 +249,7 @@ class RouteLedger:
                     wanted[path] = want
                 routes.append((route, path))
         for path, want in wanted.items():
-            if self.paths.get(path) == want or waiting(path):
+            if self.paths.get(path) == want or waiting(path, want):
                 continue
             self.paths[path] = want
             if path.gateway is not None:
@@ -242,7 +259,7 @@ class RouteLedger:
                     if p == path:
                         del self.installed[k]
         for route, path in routes:
-            if self.installed.get(route.key) != path and not waiting(route.key) and path in self.paths:
+            if self.installed.get(route.key) != path and path in self.paths and not waiting(route.key, path):
                 self.installed[route.key] = path
                 out.append(InstallRoute(route, path, self.paths[path]))
         for path in [p for p in self.paths if p not in wanted]:

@@ -103,3 +103,10 @@ LINK_FLAP_WINDOW_S = 60.0
 # second, and at most one request a minute for one the kernel keeps refusing.
 ROUTE_RETRY_S = 1.0
 ROUTE_RETRY_MAX_S = 60.0
+
+# A route the kernel deleted on its own is the effect of news that follows
+# within microseconds (a NIC's carrier: the kernel tells of the routes it
+# drops with the NIC's nexthops first). It is put back KERNEL_NEWS_S later,
+# once that news has been read, so that it is not re-made on the NIC going
+# down; 20 ms is far above that gap and far below what a peer notices.
+KERNEL_NEWS_S = 0.02

@@ -417,3 +417,17 @@ def test_nics_in_no_group_survive_a_reload():
     core.handle(Started(links, ()), 0.0)
     core.handle(ConfigReloaded(cfg, links, ()), 0.0)
     assert {i["name"] for i in status(core, 0.0)["interfaces"]} == {"eth0", "eth9"}
+
+
+def test_reload_that_turns_spreading_on_prepares_the_nics_for_it():
+    """Started without spreading, mpathd never set the L4 hash policy; a
+    reload that turns spreading on must (PrepareInterface sets it), and says
+    what changed."""
+    off = STANDBY.replace("  g:\n", "  g:\n    spreading: false\n")
+    kern = FakeKernel(off)
+    assert not any(a.spreading for a in kern.actions if isinstance(a, PrepareInterface))
+    out = reload(kern, STANDBY)
+    assert {a.ifname for a in out if isinstance(a, PrepareInterface) and a.spreading} == {"eth0", "eth1", "eth2"}
+    assert any("group g spreading on" in t for t in kern.logs(out))
+    out = reload(kern, off)
+    assert any("group g spreading off" in t for t in kern.logs(out))

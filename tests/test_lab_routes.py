@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lab import FAR4, LINK_PAIR_GROUP, LINK_TRIO_GROUP, ROUTER4, ROUTER6
+from lab import FAR4, LINK_PAIR_GROUP, LINK_TRIO_GROUP, ROUTER4, ROUTER6, wait_for
 
 FDT = "FAILURE_DETECTION_TIME=1000\n"          # where probing matters: detection in ~1 s, repair in ~1.5 s
 SETTLE = 5                                     # s for the routes to follow a carrier fault or a repair
@@ -371,3 +371,16 @@ def test_a_restart_keeps_the_routes_of_a_nic_that_left_the_group(make_lab):
         == [(["eth0"], False)] * 2, now
     assert lab.ip_json("host", "nexthop", "show") == []
     lab.assert_reach_far(DATA)
+
+
+def test_a_nic_that_leaves_the_group_by_reload_keeps_no_nexthop_of_mpathd(make_lab):
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(LINK_PAIR_GROUP)
+    add_routes(lab)
+    settle(lab, {"default": BOTH, STATIC: BOTH})
+    d.write_config("groups:\n  ipmp0:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n")
+    d.ctl("reload")
+    settle(lab, {"default": ["eth0"], STATIC: ["eth0"]})
+    wait_for(lambda: not lab.ip_json("host", "nexthop", "show", "dev", "eth1"), timeout=2,
+             what="no nexthop left on eth1")
+    lab.assert_reach_far(["192.0.2.100/24"])

@@ -602,6 +602,7 @@ class RouteKeeper:
         gid = self.path_ids[path]
         self.kr.set_group(gid, [(i, 1) for i in ids], RESILIENT)
         self.members[gid] = tuple(ids)
+        self._delete_unused(keep=self.group_links)     # a NIC that left the groups keeps none of ours
 
     def drop_path(self, path) -> None:
         gid = self.path_ids.pop(path, None)
@@ -609,9 +610,15 @@ class RouteKeeper:
             return
         self.members.pop(gid, None)
         self._delete(gid)
+        self._delete_unused(keep=set())
+
+    def _delete_unused(self, keep: set[int]) -> None:
+        """Delete the member nexthops no group uses, except those of the NICs
+        in `keep` (a group NIC out of its paths for a while: failed by
+        probes, or INACTIVE, gets its nexthop back on repair)."""
         still = {i for ids in self.members.values() for i in ids}
         for key, nhid in list(self.member_ids.items()):
-            if nhid not in still:
+            if nhid not in still and key[0] not in keep:
                 del self.member_ids[key]
                 self._delete(nhid)
 

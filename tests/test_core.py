@@ -486,3 +486,17 @@ def test_a_route_the_kernel_dropped_is_put_back_after_the_news_that_follows():
     core.handle(RouteRemoved(r.key, by_kernel=True), 2.0)            # no news follows
     out = core.handle(Tick(), 2.0 + timing.KERNEL_NEWS_S)
     assert [type(a) for a in out if isinstance(a, (SetPath, InstallRoute))] == [SetPath, InstallRoute]
+
+
+def test_reload_that_turns_spreading_on_prepares_the_nics_for_it():
+    """Started without spreading, mpathd never set the L4 hash policy; a
+    reload that turns spreading on must (PrepareInterface sets it), and says
+    what changed."""
+    off = STANDBY.replace("  g:\n", "  g:\n    spreading: false\n")
+    kern = FakeKernel(off)
+    assert not any(a.spreading for a in kern.actions if isinstance(a, PrepareInterface))
+    out = reload(kern, STANDBY)
+    assert {a.ifname for a in out if isinstance(a, PrepareInterface) and a.spreading} == {"eth0", "eth1", "eth2"}
+    assert any("group g spreading on" in t for t in kern.logs(out))
+    out = reload(kern, off)
+    assert any("group g spreading off" in t for t in kern.logs(out))

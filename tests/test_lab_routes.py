@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lab import FAR4, LINK_PAIR_GROUP, LINK_TRIO_GROUP, ROUTER4, ROUTER6
+from lab import FAR4, LINK_PAIR_GROUP, LINK_TRIO_GROUP, ROUTER4, ROUTER6, wait_for
 
 FDT = "FAILURE_DETECTION_TIME=1000\n"          # where probing matters: detection in ~1 s, repair in ~1.5 s
 SETTLE = 5                                     # s for the routes to follow a carrier fault or a repair
@@ -353,3 +353,34 @@ def test_without_spreading_every_flow_leaves_by_the_address_nic(make_lab):
     assert len(got) == FLOWS and not [p for p, f in got.items() if f["reordered"]], got
     lab.assert_reach_far(DATA)
 
+
+
+def test_a_restart_keeps_the_routes_of_a_nic_that_left_the_group(make_lab):
+    """The routes point at the earlier run's nexthops; eth0, their first
+    member, is in no group now: the restart must not delete them with those
+    nexthops, but give them back to eth0 as plain routes (as a reload does)."""
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(LINK_PAIR_GROUP)
+    add_routes(lab)
+    settle(lab, {"default": BOTH, STATIC: BOTH})
+    d.stop(signal.SIGTERM)
+    d = lab.start_daemon("groups:\n  ipmp0:\n    interfaces:\n      eth1: {data: [192.0.2.101/24]}\n")
+    d.wait_log("nexthops an earlier mpathd left unused")
+    now = routes_of(lab)
+    assert [(r["paths"], "nhid" in r) for dst in ("default", STATIC) for r in now.get(dst, [])] \
+        == [(["eth0"], False)] * 2, now
+    assert lab.ip_json("host", "nexthop", "show") == []
+    lab.assert_reach_far(DATA)
+
+
+def test_a_nic_that_leaves_the_group_by_reload_keeps_no_nexthop_of_mpathd(make_lab):
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(LINK_PAIR_GROUP)
+    add_routes(lab)
+    settle(lab, {"default": BOTH, STATIC: BOTH})
+    d.write_config("groups:\n  ipmp0:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n")
+    d.ctl("reload")
+    settle(lab, {"default": ["eth0"], STATIC: ["eth0"]})
+    wait_for(lambda: not lab.ip_json("host", "nexthop", "show", "dev", "eth1"), timeout=2,
+             what="no nexthop left on eth1")
+    lab.assert_reach_far(["192.0.2.100/24"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import socket
 import struct
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE
                               nla, nla_string, nlmsg)
 
 from ..core.events import OwnedRoute, RouteKey as CoreRouteKey
+
+log = logging.getLogger("mpathd")
 
 # Message types and the multicast group (include/uapi/linux/rtnetlink.h).
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
@@ -509,6 +512,7 @@ class RouteKeeper:
         self.ours: dict[int, Nexthop] = {}        # mpathd's nexthops in the kernel (from the last dump)
         self._taken: set[int] = set()
         self._declared: dict = {}                 # RouteConfig -> KernelRoute
+        self._on_ours: dict[RouteKey, KernelRoute] = {}   # routes on an earlier run's nexthops, not yet re-pointed
 
     # ----------------------------------------------------------- reading
 
@@ -520,8 +524,11 @@ class RouteKeeper:
         self._taken = {nh.id for nh in every}
         self.ours = {nh.id: nh for nh in every if nh.protocol == RTPROT_MPATHD}
         out = []
+        self._on_ours = {}
         for family in (socket.AF_INET, socket.AF_INET6):
             for kr in self.kr.routes(family):
+                if kr.nhid in self.ours:
+                    self._on_ours[kr.key] = kr
                 route = self.owned(kr)
                 if route is not None:
                     out.append(route)
@@ -595,6 +602,7 @@ class RouteKeeper:
         gid = self.path_ids[path]
         self.kr.set_group(gid, [(i, 1) for i in ids], RESILIENT)
         self.members[gid] = tuple(ids)
+        self._delete_unused(keep=self.group_links)     # a NIC that left the groups keeps none of ours
 
     def drop_path(self, path) -> None:
         gid = self.path_ids.pop(path, None)
@@ -602,9 +610,15 @@ class RouteKeeper:
             return
         self.members.pop(gid, None)
         self._delete(gid)
+        self._delete_unused(keep=set())
+
+    def _delete_unused(self, keep: set[int]) -> None:
+        """Delete the member nexthops no group uses, except those of the NICs
+        in `keep` (a group NIC out of its paths for a while: failed by
+        probes, or INACTIVE, gets its nexthop back on repair)."""
         still = {i for ids in self.members.values() for i in ids}
         for key, nhid in list(self.member_ids.items()):
-            if nhid not in still:
+            if nhid not in still and key[0] not in keep:
                 del self.member_ids[key]
                 self._delete(nhid)
 
@@ -626,6 +640,7 @@ class RouteKeeper:
 
     def install(self, route, path, members: tuple[tuple[str, int], ...]) -> None:
         kr = self._kernel_route(route)
+        self._on_ours.pop(kr.key, None)
         if path.gateway is None:
             self.kr.install(kr.via_gateway(None, members[0][1]))
         else:
@@ -646,10 +661,24 @@ class RouteKeeper:
     def collect_garbage(self) -> int:
         """Delete mpathd's nexthops that no path of this run uses (left by an
         earlier run: its routes were re-pointed at start). Groups first, then
-        their members. Returns how many were deleted."""
+        their members. A route still on one of them (its NIC is in no group
+        now) would go with it: it is given back to the nexthop's first NIC as
+        a plain route first, as a reload does. Returns how many were deleted."""
         mine = set(self.members) | set(self.member_ids.values())
         stale = sorted((nh for nid, nh in self.ours.items() if nid not in mine),
                        key=lambda nh: not nh.group)
+        for kr in self._on_ours.values():
+            nh = self.ours[kr.nhid]                # type: ignore[index]
+            first = self.ours.get(nh.group[0][0]) if nh.group else nh
+            if first is None or first.oif is None:
+                continue
+            try:
+                self.kr.install(kr.via_gateway(first.gateway, first.oif, onlink=first.gateway is not None
+                                               and kr.family == socket.AF_INET))
+            except NetlinkError as e:
+                log.warning("cannot give the route to %s/%d (table %d) back to %s as a plain route: %s",
+                            kr.dst or "default", kr.dst_len, kr.table, self.names.get(first.oif), e)
+        self._on_ours = {}
         for nh in stale:
             self._delete(nh.id)
         self.ours = {}

@@ -356,7 +356,12 @@ class Core:
             else:
                 self._out.append(RemoveAddress(ifname, ipaddress.ip_interface(f"{t.ip}/{t.max_prefixlen}")))
         for g in self.groups:
-            grew = (set(g.home()) != old_homes.get(g.name, set())
+            og = old_groups.get(g.name)
+            # spreading turned on needs the L4 hash policy PrepareInterface sets
+            spreads = og is not None and g.cfg.spreading != og.cfg.spreading
+            if spreads:
+                changes.append(f"group {g.name} spreading {'on' if g.cfg.spreading else 'off'}")
+            grew = (set(g.home()) != old_homes.get(g.name, set()) or spreads
                     or old_cfg.defaults.fdt_ms != new.defaults.fdt_ms)
             for nic in g.nics:
                 joined = nic.name not in old_nics or old_nics[nic.name].cfg.group != g.name

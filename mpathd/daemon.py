@@ -17,8 +17,8 @@ from .adapters import control
 from .oneline import OneLineParser, load_config
 from .core.machine import Core
 from .core.reports import probes, status, summary
-from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, DeleteRoute, DropPath,
-                          Event, InstallRoute, LinkChanged, LinkRemoved, Log, Offline, Online,
+from .core.events import (ActionFailed, AddAddress, Announce, ArpGuarded, ConfigReloaded, DeleteRoute, DropPath,
+                          Event, GuardArp, InstallRoute, LinkChanged, LinkRemoved, Log, Offline, Online,
                           PrepareInterface, Refused,
                           ReleaseInterface, RemoveAddress, RestoreRoute, Resynced, SendProbe, SetPath,
                           Started, StartProbing, StateChanged, StopProbing, Tick)
@@ -174,27 +174,28 @@ class Daemon:
         pending = [event]
         resynced = False
         while pending:
-            failures = []
+            results = []
             unplaced: set = set()            # (NIC, address) whose add failed in this batch
             for action in self.core.handle(pending.pop(0), time.monotonic()):
                 if isinstance(action, (Announce, RemoveAddress)) and (
                         (action.ifname if isinstance(action, Announce) else action.moved_to),
                         action.address) in unplaced:
                     continue                 # the move's add failed: no announcement, keep the old copy
-                failure = self.execute(action)
-                if failure is not None:
-                    failures.append(failure)
-                    if isinstance(action, AddAddress):
+                result = self.execute(action)
+                if result is not None:
+                    results.append(result)
+                    if isinstance(result, ActionFailed) and isinstance(action, AddAddress):
                         unplaced.add((action.ifname, action.address))
-            pending += failures
-            if failures and not resynced:
+            pending += results
+            if not resynced and any(isinstance(r, ActionFailed) for r in results):
                 # the kernel is not as the core believes: re-read it once the
                 # whole batch has been carried out, and only once per event,
                 # so that an action the kernel keeps refusing cannot loop
                 resynced = True
                 pending.append(Resynced(*self.kernel.snapshot()))
 
-    def execute(self, action) -> ActionFailed | None:
+    def execute(self, action) -> ActionFailed | ArpGuarded | None:
+        """Carry out one action; return what the core must hear of it."""
         try:
             match action:                            # the probe path first
                 case SendProbe():
@@ -232,6 +233,8 @@ class Daemon:
                     self.notifier.status(action.summary)
                 case Refused():
                     self._refused.append(action.reason)
+                case GuardArp():
+                    return self.kernel.guard_arp(action.enable, action.members)
         except Exception as e:                       # noqa: BLE001 -- reported to the core
             log.debug("action %s failed", action, exc_info=True)
             return ActionFailed(action, f"{type(e).__name__}: {e}")

@@ -25,7 +25,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import IFF_LOOPBACK, IFF_POINTOPOINT, IFF_RU
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from ..config import Address
-from ..core.events import (AddAddress, AddressAdded, AddressRemoved, Event, LinkChanged, LinkInfo,
+from ..core.events import (AddAddress, AddressAdded, AddressRemoved, ArpGuarded, Event, LinkChanged, LinkInfo,
                            LinkRemoved, RemoveAddress, Resynced, RouteAdded, RouteRemoved)
 from .routes import KernelRoute, RouteKeeper
 
@@ -47,6 +47,16 @@ def read_sysctl(ifname: str, key: str) -> str | None:
             return f.read().strip()
     except OSError:
         return None
+
+
+def _set_sysctl(path: str, want: str) -> None:
+    """Write a sysctl if it differs, and log the change."""
+    with open(path) as f:
+        have = f.read().strip()
+    if have != want:
+        with open(path, "w") as f:
+            f.write(want)
+        log.info("set %s=%s (was %s)", path[len("/proc/sys/"):].replace("/", "."), want, have)
 
 
 def check_sysctls(ifname: str) -> list[str]:
@@ -216,16 +226,28 @@ class Kernel:
             wanted += [(f"/proc/sys/net/{fam}/fib_multipath_hash_policy", "1") for fam in ("ipv4", "ipv6")]
         for path, want in wanted:
             try:
-                with open(path) as f:
-                    have = f.read().strip()
-                if have != want:
-                    with open(path, "w") as f:
-                        f.write(want)
-                    log.info("set %s=%s (was %s)", path[len("/proc/sys/"):].replace("/", "."), want, have)
+                _set_sysctl(path, want)
             except OSError as e:
                 log.warning("cannot set %s: %s", path, e.strerror)
         for problem in check_sysctls(ifname):
             log.warning("%s", problem)
+
+    def guard_arp(self, enable: bool, members: tuple[str, ...]) -> ArpGuarded:
+        """ARP flux protection: every NIC of this namespace answers ARP only
+        for its own addresses (arp_ignore is the larger of `all` and the
+        NIC's own value). Then list the NICs outside the groups that still
+        answer for any address."""
+        problem = None if enable else "ARP flux protection is off (ARP_FLUX_PROTECTION=no)"
+        if enable:
+            try:
+                _set_sysctl("/proc/sys/net/ipv4/conf/all/arp_ignore", "1")
+            except OSError as e:
+                problem = f"cannot set net.ipv4.conf.all.arp_ignore=1: {e.strerror}"
+        floor = int(read_sysctl("all", "arp_ignore") or 0)
+        exposed = tuple(link.name for link in map(_link, self.ipr.get_links())
+                        if link.name not in members and not link.loopback_or_p2p
+                        and max(floor, int(read_sysctl(link.name, "arp_ignore") or 0)) == 0)
+        return ArpGuarded(problem, exposed)
 
     def add_address(self, act: AddAddress) -> None:
         addr = act.address

@@ -36,6 +36,7 @@ def test_a_nic_already_on_the_link_joins_by_reload(make_lab):
     lab = make_lab(nics=3)
     third_nic_on_the_link(lab)
     d = lab.start_daemon(PAIR, defaults=FDT)
+    found_targets(d, "eth0", "eth1")               # before it joins: it answers ARP for them
     d.write_config(TRIO)
     d.ctl("reload")
     found_targets(d, "eth0", "eth1", "eth2")

@@ -4,9 +4,14 @@ address and route changes out.
 Events are read from a raw NETLINK_ROUTE socket and decoded with pyroute2's
 marshal. (pyroute2 0.9.7's own IPRoute.bind() reader was seen to drop
 RTM_DELADDR notifications, which the daemon must not miss.) Requests go
-through a separate pyroute2 IPRoute. The kernel stamps every notification
-with the port id of the socket whose request caused it, which is how the
-echoes of our own changes are told from changes made by others.
+through a separate pyroute2 IPRoute. The echoes of our own address changes
+are told from changes made by others by what we asked for: each request
+expects one notification of its kind, NIC and address, for
+timing.OWN_ECHO_EXPIRY_S. The kernel stamps IPv4 notifications with the
+port id of the socket whose request caused them, so for IPv4 the port id
+must match too (and an echo with our port id that we did not expect means
+the kernel changed more than we asked); IPv6 notifications carry port id 0
+whoever caused them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import errno
 import ipaddress
 import logging
 import socket
-from collections import Counter
+import time
+from collections import defaultdict
 
 from pyroute2 import IPRoute, NetlinkError
 from pyroute2.netlink.rtnl import (RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR,
@@ -25,6 +31,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import IFF_LOOPBACK, IFF_POINTOPOINT, IFF_RU
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from ..config import Address
+from ..core import timing
 from ..core.events import (AddAddress, AddressAdded, AddressRemoved, ArpGuarded, Event, LinkChanged, LinkInfo,
                            LinkRemoved, RemoveAddress, Resynced, RouteAdded, RouteRemoved)
 from .routes import KernelRoute, RouteKeeper
@@ -109,7 +116,8 @@ class Kernel:
         self.marshal = MarshalRtnl()
         self.names: dict[int, str] = {}
         self.routes = RouteKeeper(self.ipr, self.names)
-        self.expected: Counter[tuple[str, int, str]] = Counter()
+        # (kind, ifindex, address) -> the expiry times of the echoes we expect
+        self.expected: defaultdict[tuple[str, int, str], list[float]] = defaultdict(list)
         self.ipr.get_links()                      # the request socket gets its port id
         self.port = self.ipr.getsockname()[0]
 
@@ -176,15 +184,13 @@ class Kernel:
             if name is None or (kind == "RTM_NEWADDR" and not _usable(msg)):
                 return None
             addr = _address(msg)
-            key = (kind, msg["index"], str(addr.ip))
-            if msg["header"]["pid"] == self.port:
-                if self.expected[key] > 0:
-                    self.expected[key] -= 1
-                    if not self.expected[key]:
-                        del self.expected[key]
-                else:
+            pid = msg["header"]["pid"]
+            if pid == self.port or (addr.version == 6 and pid == 0):
+                if self._echo((kind, msg["index"], str(addr.ip))):
+                    return None
+                if pid == self.port:
                     self._unpredicted = True
-                return None
+                    return None
             return (AddressAdded if kind == "RTM_NEWADDR" else AddressRemoved)(name, addr)
         if kind in ("RTM_NEWROUTE", "RTM_DELROUTE"):
             return self._route_event(msg)
@@ -205,6 +211,22 @@ class Kernel:
             return RouteRemoved(self.routes.key_of(kr), by_kernel=pid == 0)
         route = self.routes.owned(kr)
         return None if route is None else RouteAdded(route)
+
+    def _expect(self, kind: str, idx: int, addr: Address) -> None:
+        self.expected[(kind, idx, str(addr.ip))].append(time.monotonic() + timing.OWN_ECHO_EXPIRY_S)
+
+    def _echo(self, key: tuple[str, int, str]) -> bool:
+        """Is this notification the echo of one of our requests? (It uses
+        up the expectation; expired ones are dropped.)"""
+        if key not in self.expected:
+            return False
+        now = time.monotonic()
+        pending = [t for t in self.expected.pop(key) if t > now]
+        if not pending:
+            return False
+        if len(pending) > 1:
+            self.expected[key] = pending[1:]
+        return True
 
     # ----------------------------------------------------------- writing
 
@@ -264,7 +286,7 @@ class Kernel:
             if e.code != errno.EEXIST:
                 raise
             return
-        self.expected[("RTM_NEWADDR", idx, str(addr.ip))] += 1
+        self._expect("RTM_NEWADDR", idx, addr)
 
     def _delete(self, idx: int, addr: Address, prefix: int) -> None:
         try:
@@ -273,7 +295,7 @@ class Kernel:
             if e.code not in (errno.EADDRNOTAVAIL, errno.ENODEV):
                 raise
             return
-        self.expected[("RTM_DELADDR", idx, str(addr.ip))] += 1
+        self._expect("RTM_DELADDR", idx, addr)
 
     def remove_address(self, act: RemoveAddress) -> None:
         """Delete an address; after a move off a failed NIC, drop the packets

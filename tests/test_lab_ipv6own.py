@@ -39,3 +39,14 @@ def test_quick_flaps_with_ipv6_data_addresses_look_like_our_own(make_lab):
         assert "re-reading" not in log
     finally:
         mon.close()
+
+
+def test_another_programs_ipv6_change_is_still_seen(make_lab):
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(GROUP)
+    lab.sh("host", "ip", "addr", "del", "2001:db8:1::100/64", "dev", "eth0")
+    d.wait_log("data address 2001:db8:1::100/64 was removed from eth0 by another program; putting it back")
+    wait_for(lambda: lab.holders("2001:db8:1::100/64") == ["eth0"], what="put back")
+    lab.sh("host", "ip", "addr", "add", "2001:db8:1::102/64", "dev", "eth1", "nodad")
+    d.wait_log("data address 2001:db8:1::102/64 appeared on eth1 while eth0 holds it; removing it from eth1")
+    wait_for(lambda: lab.holders("2001:db8:1::102/64") == ["eth0"], what="copy removed")

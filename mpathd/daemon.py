@@ -96,6 +96,7 @@ class Daemon:
             self.notifier.stopping()
             self.probes.close_all()
             self.control.close()
+            self.kernel.release_all()
             self.kernel.close()
         log.info("mpathd stopped; data addresses left where they are")
         return 0

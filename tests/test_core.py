@@ -417,3 +417,16 @@ def test_nics_in_no_group_survive_a_reload():
     core.handle(Started(links, ()), 0.0)
     core.handle(ConfigReloaded(cfg, links, ()), 0.0)
     assert {i["name"] for i in status(core, 0.0)["interfaces"]} == {"eth0", "eth9"}
+
+
+def test_neighbour_retry_interval_has_a_floor_and_is_given_back_on_leaving():
+    from mpathd.core.events import ReleaseInterface
+    # the probe interval, between the floor and the kernel's default
+    assert timing.neigh_retrans_ms(1000) == 142
+    assert timing.neigh_retrans_ms(100) == timing.NEIGH_RETRANS_MIN_MS == 100      # not 14
+    assert timing.neigh_retrans_ms(60_000) == timing.NEIGH_RETRANS_MAX_MS == 1000
+    kern = FakeKernel(STANDBY)
+    out = reload(kern, STANDBY.replace("      eth2: {standby: true}\n", ""), fdt_ms=100)
+    assert {(a.ifname, a.neigh_retrans_ms) for a in out if isinstance(a, PrepareInterface)} == \
+        {("eth0", 100), ("eth1", 100)}
+    assert [a.ifname for a in out if isinstance(a, ReleaseInterface)] == ["eth2"]

@@ -56,14 +56,19 @@ def read_sysctl(ifname: str, key: str) -> str | None:
         return None
 
 
-def _set_sysctl(path: str, want: str) -> None:
-    """Write a sysctl if it differs, and log the change."""
+def _set_sysctl(path: str, want: str) -> str:
+    """Write a sysctl if it differs, and log the change; return the value it had."""
     with open(path) as f:
         have = f.read().strip()
     if have != want:
         with open(path, "w") as f:
             f.write(want)
         log.info("set %s=%s (was %s)", path[len("/proc/sys/"):].replace("/", "."), want, have)
+    return have
+
+
+def _retrans_paths(ifname: str) -> list[str]:
+    return [f"/proc/sys/net/{fam}/neigh/{ifname}/retrans_time_ms" for fam in ("ipv4", "ipv6")]
 
 
 def check_sysctls(ifname: str) -> list[str]:
@@ -116,6 +121,7 @@ class Kernel:
         self.marshal = MarshalRtnl()
         self.names: dict[int, str] = {}
         self.routes = RouteKeeper(self.ipr, self.names)
+        self.retrans_before: dict[str, str] = {}   # sysctl path -> its value before prepare()
         # (kind, ifindex, address) -> the expiry times of the echoes we expect
         self.expected: defaultdict[tuple[str, int, str], list[float]] = defaultdict(list)
         self.ipr.get_links()                      # the request socket gets its port id
@@ -242,17 +248,39 @@ class Kernel:
         from one address to one destination takes the same NIC."""
         self.routes.group_links.add(index)
         wanted = [(f"/proc/sys/net/ipv4/conf/{ifname}/{key}", want) for key, want in NIC_SYSCTLS.items()]
-        wanted += [(f"/proc/sys/net/{fam}/neigh/{ifname}/retrans_time_ms", str(neigh_retrans_ms))
-                   for fam in ("ipv4", "ipv6")]
+        wanted += [(path, str(neigh_retrans_ms)) for path in _retrans_paths(ifname)]
         if spreading:
             wanted += [(f"/proc/sys/net/{fam}/fib_multipath_hash_policy", "1") for fam in ("ipv4", "ipv6")]
         for path, want in wanted:
             try:
-                _set_sysctl(path, want)
+                was = _set_sysctl(path, want)
             except OSError as e:
                 log.warning("cannot set %s: %s", path, e.strerror)
+                continue
+            if path.endswith("/retrans_time_ms"):
+                self.retrans_before.setdefault(path, was)   # a second prepare keeps the first
         for problem in check_sysctls(ifname):
             log.warning("%s", problem)
+
+    def release(self, ifname: str) -> None:
+        """A NIC left its group or is gone: its routes are no longer ours to
+        watch, and it gets back the neighbour retry interval it had before
+        prepare() (the ARP settings stay: it must still not answer for
+        others). A NIC that is gone took its settings with it."""
+        for idx, name in self.names.items():
+            if name == ifname:
+                self.routes.group_links.discard(idx)
+        for path in _retrans_paths(ifname):
+            was = self.retrans_before.pop(path, None)
+            if was is not None:
+                try:
+                    _set_sysctl(path, was)
+                except OSError:
+                    pass
+
+    def release_all(self) -> None:
+        for path in list(self.retrans_before):
+            self.release(path.split("/")[-2])
 
     def guard_arp(self, enable: bool, members: tuple[str, ...]) -> ArpGuarded:
         """ARP flux protection: every NIC of this namespace answers ARP only
@@ -305,10 +333,6 @@ class Kernel:
         if act.flush_neighbours:
             self._flush_neighbours(idx, act.address.version)
 
-    def release(self, ifname: str) -> None:
-        for idx, name in self.names.items():
-            if name == ifname:
-                self.routes.group_links.discard(idx)
 
     def _flush_neighbours(self, idx: int, version: int) -> None:
         family = socket.AF_INET if version == 4 else socket.AF_INET6

@@ -59,9 +59,27 @@ EXCEPTION_FACTOR = 2
 # the probe interval instead, never slower than the kernel default.
 NEIGH_RETRANS_MAX_MS = 1000
 
+# ...and never faster than NEIGH_RETRANS_MIN_MS. The setting is the NIC's,
+# not the probes': every resolution on the NIC sends mcast_solicit (3)
+# requests one retrans_time apart and then gives up, dropping what waited
+# for it. At the probe interval of the shortest FDT (14 ms) that is 42 ms,
+# less than many neighbours take to answer:
+#   * a Linux router doing proxy ARP or proxy ND delays each reply by a
+#     random time up to proxy_delay, 0.8 s by default;
+#   * a router answers ARP from a rate-limited control plane, and a switch
+#     doing dynamic ARP inspection allows a port 15 ARP packets/s by default
+#     (Cisco) and err-disables it above that; RFC 1122 2.3.2.1 recommends at
+#     most one request per second per destination.
+# 100 ms keeps one resolution at 10 requests/s, under the 15/s a port may
+# send, and gives a neighbour 3 x 100 = 300 ms to answer instead of 42. It
+# binds only below FDT 700 ms (probe interval < 100 ms); there a repair
+# after a silent failure long enough for the neighbour entry to have failed
+# (seconds) may wait up to 100 ms for the next ARP retry.
+NEIGH_RETRANS_MIN_MS = 100
+
 
 def neigh_retrans_ms(fdt_ms: int) -> int:
-    return max(10, min(NEIGH_RETRANS_MAX_MS, int(probe_interval(fdt_ms))))
+    return max(NEIGH_RETRANS_MIN_MS, min(NEIGH_RETRANS_MAX_MS, int(probe_interval(fdt_ms))))
 
 
 # A moved address is announced (gratuitous ARP, unsolicited NA) ANNOUNCE_COUNT

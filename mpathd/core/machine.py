@@ -254,6 +254,12 @@ class Core:
             times.append(retry)
         return min(times) if times else None
 
+    def with_carrier(self) -> list[tuple[str, int, str | None]]:
+        """The group NICs whose link the core believes is up, as (name,
+        ifindex, MAC): those whose carrier the daemon also reads directly."""
+        return [(n.name, n.index, n.mac) for n in self.nics.values()         # type: ignore[misc]
+                if n.present and n.health.link.state == LinkState.UP]
+
     # ------------------------------------------------------------ events
 
     def handle(self, event: Event, now: float) -> list[Action]:

@@ -3,15 +3,8 @@ must not take the groups' ARP replies (issue 11, point 1). eth2 stands on
 the link as a host's networking leaves such a NIC: an address on the
 group's subnet and the kernel's default arp_ignore=0."""
 
-from lab import wait_for
+from lab import PAIR_GROUP as PAIR, wait_for
 
-PAIR = """
-groups:
-  ipmp0:
-    interfaces:
-      eth0: {data: [192.0.2.100/24], test: [192.0.2.10/24]}
-      eth1: {data: [192.0.2.101/24], test: [192.0.2.11/24]}
-"""
 TRIO = PAIR + "      eth2: {test: [192.0.2.12/24]}\n"
 FDT = "FAILURE_DETECTION_TIME=1000\n"
 TRACK_ALL = "TRACK_INTERFACES_ONLY_WITH_GROUPS=no\n"

@@ -112,9 +112,10 @@ OWN_ECHO_EXPIRY_S = 5.0
 # late. bonding's miimon reads the same bit; its documentation calls 100 ms
 # "a good starting point", and it failed over in 60-100 ms where netlink
 # was 0.4-0.8 s late. At CARRIER_POLL_S a loss is acted on within 100 ms
-# however the kernel batches its events, and cheaply: one pread() per group
-# NIC and a turn of the loop, measured at +0.04 % of a core with four NICs
-# idle (BENCHMARKS.md "Carrier poll"), against the 1 % idle budget.
+# however the kernel batches its events, at a cost that fits the 1 % idle
+# budget: one pread() per group NIC (2.4 us for four) and a turn of the loop
+# (about 140 us), +0.14 % of a core with two groups of two NICs at rest
+# (BENCHMARKS.md "Carrier poll"). Ten times as often would cost 1.4 %.
 CARRIER_POLL_S = 0.1
 
 # The probe view (ipmpstat -p) shows the last PROBE_RECORDS finished probes

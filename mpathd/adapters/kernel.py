@@ -333,7 +333,6 @@ class Kernel:
         if act.flush_neighbours:
             self._flush_neighbours(idx, act.address.version)
 
-
     def _flush_neighbours(self, idx: int, version: int) -> None:
         family = socket.AF_INET if version == 4 else socket.AF_INET6
         for n in self.ipr.get_neighbours(family=family, ifindex=idx):

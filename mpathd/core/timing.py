@@ -114,8 +114,8 @@ OWN_ECHO_EXPIRY_S = 5.0
 # was 0.4-0.8 s late. At CARRIER_POLL_S a loss is acted on within 100 ms
 # however the kernel batches its events, at a cost that fits the 1 % idle
 # budget: one pread() per group NIC (2.4 us for four) and a turn of the loop
-# (about 140 us), +0.14 % of a core with two groups of two NICs at rest
-# (BENCHMARKS.md "Carrier poll"). Ten times as often would cost 1.4 %.
+# (about 150 us), +0.15 % of a core with two groups of two NICs at rest
+# (BENCHMARKS.md "Carrier poll"). Ten times as often would cost 1.5 %.
 CARRIER_POLL_S = 0.1
 
 # The probe view (ipmpstat -p) shows the last PROBE_RECORDS finished probes

@@ -43,6 +43,7 @@ class Defaults:
     track_only_groups: bool = True
     announce_count: int = timing.DEFAULT_ANNOUNCE_COUNT
     announce_interval_ms: int = timing.DEFAULT_ANNOUNCE_INTERVAL_MS
+    arp_flux_protection: bool = True
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class Config:
 
 _YESNO = {"yes": True, "no": False}
 _KEYS = ("FAILURE_DETECTION_TIME", "FAILBACK", "TRACK_INTERFACES_ONLY_WITH_GROUPS", "ANNOUNCE_COUNT",
-         "ANNOUNCE_INTERVAL")
+         "ANNOUNCE_INTERVAL", "ARP_FLUX_PROTECTION")
 
 
 def parse_defaults(text: str, path: str) -> tuple[Defaults, list[str]]:
@@ -147,11 +148,12 @@ def parse_defaults(text: str, path: str) -> tuple[Defaults, list[str]]:
     failback = yesno("FAILBACK") if "FAILBACK" in values else True
     track = (yesno("TRACK_INTERFACES_ONLY_WITH_GROUPS")
              if "TRACK_INTERFACES_ONLY_WITH_GROUPS" in values else True)
+    arp = yesno("ARP_FLUX_PROTECTION") if "ARP_FLUX_PROTECTION" in values else True
     count = number("ANNOUNCE_COUNT", 1, timing.MAX_ANNOUNCE_COUNT, "", timing.DEFAULT_ANNOUNCE_COUNT)
     interval = number("ANNOUNCE_INTERVAL", timing.MIN_ANNOUNCE_INTERVAL_MS, timing.MAX_ANNOUNCE_INTERVAL_MS,
                       " of milliseconds", timing.DEFAULT_ANNOUNCE_INTERVAL_MS)
     return Defaults(fdt_ms=fdt, failback=failback, track_only_groups=track, announce_count=count,
-                    announce_interval_ms=interval), warnings
+                    announce_interval_ms=interval, arp_flux_protection=arp), warnings
 
 
 # --------------------------------------------------------------------------

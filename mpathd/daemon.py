@@ -17,12 +17,14 @@ from .adapters import control
 from .oneline import OneLineParser, load_config
 from .core.machine import Core
 from .core.reports import probes, status, summary
-from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, DeleteRoute, DropPath,
-                          Event, InstallRoute, LinkChanged, LinkRemoved, Log, Offline, Online,
+from .core.events import (ActionFailed, AddAddress, Announce, ArpGuarded, ConfigReloaded, DeleteRoute, DropPath,
+                          Event, GuardArp, InstallRoute, LinkChanged, LinkRemoved, Log, Offline, Online,
                           PrepareInterface, Refused,
                           ReleaseInterface, RemoveAddress, RestoreRoute, Resynced, SendProbe, SetLinkUp, SetPath,
                           Started, StartProbing, StateChanged, StopProbing, Tick)
+from .adapters.carrier import CarrierReader
 from .adapters.log import emit, log, setup
+from .core import timing
 from .adapters.notify import Notifier
 
 _TICK = Tick()                   # no fields: one instance serves every turn
@@ -36,6 +38,8 @@ class Daemon:
         from .adapters.kernel import Kernel
         from .adapters.probesock import ProbeSockets
         self.kernel = Kernel()
+        self.carrier = CarrierReader()
+        self._carrier_due = 0.0
         self.announcer = Announcer(cfg.defaults)
         self.core = Core(cfg)
         self.sel = selectors.DefaultSelector()
@@ -80,8 +84,9 @@ class Daemon:
                 # events of this turn change, the next turn reads it again.
                 core_deadline = self.core.next_deadline()
                 wake = core_deadline
+                carrier_due = self._carrier_due if self.core.nics else None
                 for d in (self.control.next_deadline(), self.notifier.next_deadline(),
-                          self.announcer.next_deadline()):
+                          self.announcer.next_deadline(), carrier_due):
                     if d is not None and (wake is None or d < wake):
                         wake = d
                 for key, _ in self.sel.select(None if wake is None else max(0.0, wake - time.monotonic())):
@@ -92,11 +97,15 @@ class Daemon:
                 self.announcer.tick()
                 if core_deadline is not None and time.monotonic() >= core_deadline:
                     self._guarded(self._tick)
+                if carrier_due is not None and time.monotonic() >= carrier_due:
+                    self._guarded(self._read_carrier)
         finally:
             self.notifier.stopping()
             self.probes.close_all()
             self.control.close()
+            self.kernel.release_all()
             self.kernel.close()
+            self.carrier.close()
         log.info("mpathd stopped; data addresses left where they are")
         return 0
 
@@ -140,10 +149,25 @@ class Daemon:
         self.dispatch(_TICK)
 
     def _netlink(self) -> None:
+        link_event = False
         for event in self.kernel.read():
-            if isinstance(event, LinkRemoved) or (isinstance(event, LinkChanged) and not event.link.running):
-                self.announcer.cancel(event.name if isinstance(event, LinkRemoved) else event.link.name)
-            self.dispatch(event)
+            link_event = link_event or isinstance(event, (LinkChanged, LinkRemoved))
+            self._from_kernel(event)
+        if link_event:
+            # linkwatch may be holding back another NIC's carrier event
+            self._read_carrier()
+
+    def _read_carrier(self) -> None:
+        self._carrier_due = time.monotonic() + timing.CARRIER_POLL_S
+        for event in self.carrier.losses(self.core.with_carrier()):
+            self._from_kernel(event)
+
+    def _from_kernel(self, event: Event) -> None:
+        """A link or address event, from netlink or the carrier bit: a NIC
+        that lost its link or is gone announces nothing more."""
+        if isinstance(event, LinkRemoved) or (isinstance(event, LinkChanged) and not event.link.running):
+            self.announcer.cancel(event.name if isinstance(event, LinkRemoved) else event.link.name)
+        self.dispatch(event)
 
     # ------------------------------------------------- control requests
 
@@ -174,27 +198,28 @@ class Daemon:
         pending = [event]
         resynced = False
         while pending:
-            failures = []
+            results = []
             unplaced: set = set()            # (NIC, address) whose add failed in this batch
             for action in self.core.handle(pending.pop(0), time.monotonic()):
                 if isinstance(action, (Announce, RemoveAddress)) and (
                         (action.ifname if isinstance(action, Announce) else action.moved_to),
                         action.address) in unplaced:
                     continue                 # the move's add failed: no announcement, keep the old copy
-                failure = self.execute(action)
-                if failure is not None:
-                    failures.append(failure)
-                    if isinstance(action, AddAddress):
+                result = self.execute(action)
+                if result is not None:
+                    results.append(result)
+                    if isinstance(result, ActionFailed) and isinstance(action, AddAddress):
                         unplaced.add((action.ifname, action.address))
-            pending += failures
-            if failures and not resynced:
+            pending += results
+            if not resynced and any(isinstance(r, ActionFailed) for r in results):
                 # the kernel is not as the core believes: re-read it once the
                 # whole batch has been carried out, and only once per event,
                 # so that an action the kernel keeps refusing cannot loop
                 resynced = True
                 pending.append(Resynced(*self.kernel.snapshot()))
 
-    def execute(self, action) -> ActionFailed | None:
+    def execute(self, action) -> ActionFailed | ArpGuarded | None:
+        """Carry out one action; return what the core must hear of it."""
         try:
             match action:                            # the probe path first
                 case SendProbe():
@@ -234,6 +259,8 @@ class Daemon:
                     self.notifier.status(action.summary)
                 case Refused():
                     self._refused.append(action.reason)
+                case GuardArp():
+                    return self.kernel.guard_arp(action.enable, action.members)
         except Exception as e:                       # noqa: BLE001 -- reported to the core
             log.debug("action %s failed", action, exc_info=True)
             return ActionFailed(action, f"{type(e).__name__}: {e}")

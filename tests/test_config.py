@@ -101,6 +101,8 @@ def test_defaults_parse_and_clamp():
     d, _ = parse_defaults("ANNOUNCE_COUNT=3\nANNOUNCE_INTERVAL=500\n", "d")
     assert (d.announce_count, d.announce_interval_ms) == (3, 500)
     assert (config.Defaults().announce_count, config.Defaults().announce_interval_ms) == (5, 200)
+    assert config.Defaults().arp_flux_protection
+    assert not parse_defaults("ARP_FLUX_PROTECTION=no\n", "d")[0].arp_flux_protection
 
 
 @pytest.mark.parametrize("text, line, words", [
@@ -108,6 +110,7 @@ def test_defaults_parse_and_clamp():
     ("\nFAILURE_DETECTION_TIME=0\n", 2, "whole number"),
     ("FAILBACK=sometimes\n", 1, "Invalid value for FAILBACK"),
     ("FAILBACK=yes\nFAILBACK=no\n", 2, "set twice"),
+    ("\nARP_FLUX_PROTECTION=off\n", 2, "Invalid value for ARP_FLUX_PROTECTION 'off' (expected yes or no)"),
     ("FDT=100\n", 1, "unknown key 'FDT'"),
     ("ANNOUNCE_COUNT=0\n", 1, "ANNOUNCE_COUNT must be a whole number from 1 to 255, got '0'"),
     ("\nANNOUNCE_INTERVAL=5\n", 2, "ANNOUNCE_INTERVAL must be a whole number of milliseconds from 10 to 10000"),

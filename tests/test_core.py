@@ -472,8 +472,9 @@ def test_a_route_the_kernel_dropped_is_put_back_after_the_news_that_follows():
     back KERNEL_NEWS_S later."""
     from fakekernel import route
     from mpathd.core.events import InstallRoute, RouteRemoved, SetPath
-    cfg = Config(groups=parse_groups(textwrap.dedent(TWO) + "    spreading: false\n", "t"))
-    core = Core(cfg)
+    link_only = TWO.replace(", test: [192.0.2.10/24]", "").replace(", test: [192.0.2.11/24]", "")
+    cfg = Config(groups=parse_groups(textwrap.dedent(link_only) + "    spreading: false\n", "t"))
+    core = Core(cfg)                       # no probing: the route news is the only deadline
     r = route("0.0.0.0/0", "192.0.2.1")
     out = core.handle(Started((LinkInfo("eth0", 2, None, True), LinkInfo("eth1", 3, None, True)), (), (r,)), 0.0)
     assert [a.members for a in out if isinstance(a, SetPath)] == [(("eth0", 2),)]
@@ -500,3 +501,16 @@ def test_reload_that_turns_spreading_on_prepares_the_nics_for_it():
     assert any("group g spreading on" in t for t in kern.logs(out))
     out = reload(kern, off)
     assert any("group g spreading off" in t for t in kern.logs(out))
+
+
+def test_neighbour_retry_interval_has_a_floor_and_is_given_back_on_leaving():
+    from mpathd.core.events import ReleaseInterface
+    # the probe interval, between the floor and the kernel's default
+    assert timing.neigh_retrans_ms(1000) == 142
+    assert timing.neigh_retrans_ms(100) == timing.NEIGH_RETRANS_MIN_MS == 100      # not 14
+    assert timing.neigh_retrans_ms(60_000) == timing.NEIGH_RETRANS_MAX_MS == 1000
+    kern = FakeKernel(STANDBY)
+    out = reload(kern, STANDBY.replace("      eth2: {standby: true}\n", ""), fdt_ms=100)
+    assert {(a.ifname, a.neigh_retrans_ms) for a in out if isinstance(a, PrepareInterface)} == \
+        {("eth0", 100), ("eth1", 100)}
+    assert [a.ifname for a in out if isinstance(a, ReleaseInterface)] == ["eth2"]

@@ -149,9 +149,9 @@ def test_ipmpctl_check(make_lab, tmp_path):
     good = tmp_path / "groups.yaml"
     good.write_text(GROUP)
 
-    def check(path):
+    def check(path, defaults="/dev/null"):
         return lab.sh("host", sys.executable, "-m", "mpathd.ctl", "check", "--config", str(path),
-                      "--defaults", "/dev/null", check=False)
+                      "--defaults", defaults, check=False)
 
     p = check(good)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -170,7 +170,10 @@ def test_ipmpctl_check(make_lab, tmp_path):
     assert "lo has 192.0.2.50/24, on the group's subnet, but is not in the group" in out
     lab.sh("host", "ip", "link", "add", "stray", "type", "veth", "peer", "name", "stray1")
     lab.sh("host", "ip", "link", "set", "stray", "up")
-    assert "stray (in no group) answer ARP for any local address" in check(bad).stdout
+    assert "stray (in no group)" not in check(bad).stdout        # mpathd will set arp_ignore
+    opted_out = tmp_path / "defaults"
+    opted_out.write_text("ARP_FLUX_PROTECTION=no\n")
+    assert "stray (in no group) answer ARP for any local address" in check(bad, str(opted_out)).stdout
     bad.write_text("groups:\n  g:\n    interfaces:\n      eth0: {bogus: 1}\n")
     p = check(bad)
     assert p.returncode == 2 and p.stderr.startswith(f"ipmpctl: {bad}:4: unknown key 'bogus'")

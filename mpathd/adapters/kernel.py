@@ -4,9 +4,14 @@ address and route changes out.
 Events are read from a raw NETLINK_ROUTE socket and decoded with pyroute2's
 marshal. (pyroute2 0.9.7's own IPRoute.bind() reader was seen to drop
 RTM_DELADDR notifications, which the daemon must not miss.) Requests go
-through a separate pyroute2 IPRoute. The kernel stamps every notification
-with the port id of the socket whose request caused it, which is how the
-echoes of our own changes are told from changes made by others.
+through a separate pyroute2 IPRoute. The echoes of our own address changes
+are told from changes made by others by what we asked for: each request
+expects one notification of its kind, NIC and address, for
+timing.OWN_ECHO_EXPIRY_S. The kernel stamps IPv4 notifications with the
+port id of the socket whose request caused them, so for IPv4 the port id
+must match too (and an echo with our port id that we did not expect means
+the kernel changed more than we asked); IPv6 notifications carry port id 0
+whoever caused them.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import errno
 import ipaddress
 import logging
 import socket
-from collections import Counter
+import time
+from collections import defaultdict
 
 from pyroute2 import IPRoute, NetlinkError
 from pyroute2.netlink.rtnl import (RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR,
@@ -25,8 +31,10 @@ from pyroute2.netlink.rtnl.ifinfmsg import IFF_LOOPBACK, IFF_POINTOPOINT, IFF_RU
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from ..config import Address
-from ..core.events import (AddAddress, AddressAdded, AddressRemoved, Event, LinkChanged, LinkInfo,
-                           LinkRemoved, RemoveAddress, Resynced, RouteAdded, RouteRemoved, SetLinkUp)
+from ..core import timing
+from ..core.events import (AddAddress, AddressAdded, AddressRemoved, ArpGuarded, Event, LinkChanged, LinkInfo,
+                           LinkRemoved, RemoveAddress, Resynced, RouteAdded, RouteRemoved,
+                           SetLinkUp)
 from .routes import KernelRoute, RouteKeeper
 
 log = logging.getLogger("mpathd")
@@ -47,6 +55,21 @@ def read_sysctl(ifname: str, key: str) -> str | None:
             return f.read().strip()
     except OSError:
         return None
+
+
+def _set_sysctl(path: str, want: str) -> str:
+    """Write a sysctl if it differs, and log the change; return the value it had."""
+    with open(path) as f:
+        have = f.read().strip()
+    if have != want:
+        with open(path, "w") as f:
+            f.write(want)
+        log.info("set %s=%s (was %s)", path[len("/proc/sys/"):].replace("/", "."), want, have)
+    return have
+
+
+def _retrans_paths(ifname: str) -> list[str]:
+    return [f"/proc/sys/net/{fam}/neigh/{ifname}/retrans_time_ms" for fam in ("ipv4", "ipv6")]
 
 
 def check_sysctls(ifname: str) -> list[str]:
@@ -100,7 +123,9 @@ class Kernel:
         self.marshal = MarshalRtnl()
         self.names: dict[int, str] = {}
         self.routes = RouteKeeper(self.ipr, self.names)
-        self.expected: Counter[tuple[str, int, str]] = Counter()
+        self.retrans_before: dict[str, str] = {}   # sysctl path -> its value before prepare()
+        # (kind, ifindex, address) -> the expiry times of the echoes we expect
+        self.expected: defaultdict[tuple[str, int, str], list[float]] = defaultdict(list)
         self.ipr.get_links()                      # the request socket gets its port id
         self.port = self.ipr.getsockname()[0]
 
@@ -167,15 +192,13 @@ class Kernel:
             if name is None or (kind == "RTM_NEWADDR" and not _usable(msg)):
                 return None
             addr = _address(msg)
-            key = (kind, msg["index"], str(addr.ip))
-            if msg["header"]["pid"] == self.port:
-                if self.expected[key] > 0:
-                    self.expected[key] -= 1
-                    if not self.expected[key]:
-                        del self.expected[key]
-                else:
+            pid = msg["header"]["pid"]
+            if pid == self.port or (addr.version == 6 and pid == 0):
+                if self._echo((kind, msg["index"], str(addr.ip))):
+                    return None
+                if pid == self.port:
                     self._unpredicted = True
-                return None
+                    return None
             return (AddressAdded if kind == "RTM_NEWADDR" else AddressRemoved)(name, addr)
         if kind in ("RTM_NEWROUTE", "RTM_DELROUTE"):
             return self._route_event(msg)
@@ -197,6 +220,22 @@ class Kernel:
         route = self.routes.owned(kr)
         return None if route is None else RouteAdded(route)
 
+    def _expect(self, kind: str, idx: int, addr: Address) -> None:
+        self.expected[(kind, idx, str(addr.ip))].append(time.monotonic() + timing.OWN_ECHO_EXPIRY_S)
+
+    def _echo(self, key: tuple[str, int, str]) -> bool:
+        """Is this notification the echo of one of our requests? (It uses
+        up the expectation; expired ones are dropped.)"""
+        if key not in self.expected:
+            return False
+        now = time.monotonic()
+        pending = [t for t in self.expected.pop(key) if t > now]
+        if not pending:
+            return False
+        if len(pending) > 1:
+            self.expected[key] = pending[1:]
+        return True
+
     # ----------------------------------------------------------- writing
 
     def index(self, ifname: str) -> int:
@@ -211,20 +250,17 @@ class Kernel:
         from one address to one destination takes the same NIC."""
         self.routes.group_links.add(index)
         wanted = [(f"/proc/sys/net/ipv4/conf/{ifname}/{key}", want) for key, want in NIC_SYSCTLS.items()]
-        wanted += [(f"/proc/sys/net/{fam}/neigh/{ifname}/retrans_time_ms", str(neigh_retrans_ms))
-                   for fam in ("ipv4", "ipv6")]
+        wanted += [(path, str(neigh_retrans_ms)) for path in _retrans_paths(ifname)]
         if spreading:
             wanted += [(f"/proc/sys/net/{fam}/fib_multipath_hash_policy", "1") for fam in ("ipv4", "ipv6")]
         for path, want in wanted:
             try:
-                with open(path) as f:
-                    have = f.read().strip()
-                if have != want:
-                    with open(path, "w") as f:
-                        f.write(want)
-                    log.info("set %s=%s (was %s)", path[len("/proc/sys/"):].replace("/", "."), want, have)
+                was = _set_sysctl(path, want)
             except OSError as e:
                 log.warning("cannot set %s: %s", path, e.strerror)
+                continue
+            if path.endswith("/retrans_time_ms"):
+                self.retrans_before.setdefault(path, was)   # a second prepare keeps the first
         for problem in check_sysctls(ifname):
             log.warning("%s", problem)
 
@@ -233,6 +269,43 @@ class Kernel:
         request. The kernel's notification of it (and of the carrier that
         follows) comes back as a LinkChanged like any other."""
         self.ipr.link("set", index=act.index, state="up")
+
+    def release(self, ifname: str) -> None:
+        """A NIC left its group or is gone: its routes are no longer ours to
+        watch, and it gets back the neighbour retry interval it had before
+        prepare() (the ARP settings stay: it must still not answer for
+        others). A NIC that is gone took its settings with it."""
+        for idx, name in self.names.items():
+            if name == ifname:
+                self.routes.group_links.discard(idx)
+        for path in _retrans_paths(ifname):
+            was = self.retrans_before.pop(path, None)
+            if was is not None:
+                try:
+                    _set_sysctl(path, was)
+                except OSError:
+                    pass
+
+    def release_all(self) -> None:
+        for path in list(self.retrans_before):
+            self.release(path.split("/")[-2])
+
+    def guard_arp(self, enable: bool, members: tuple[str, ...]) -> ArpGuarded:
+        """ARP flux protection: every NIC of this namespace answers ARP only
+        for its own addresses (arp_ignore is the larger of `all` and the
+        NIC's own value). Then list the NICs outside the groups that still
+        answer for any address."""
+        problem = None if enable else "ARP flux protection is off (ARP_FLUX_PROTECTION=no)"
+        if enable:
+            try:
+                _set_sysctl("/proc/sys/net/ipv4/conf/all/arp_ignore", "1")
+            except OSError as e:
+                problem = f"cannot set net.ipv4.conf.all.arp_ignore=1: {e.strerror}"
+        floor = int(read_sysctl("all", "arp_ignore") or 0)
+        exposed = tuple(link.name for link in map(_link, self.ipr.get_links())
+                        if link.name not in members and not link.loopback_or_p2p
+                        and max(floor, int(read_sysctl(link.name, "arp_ignore") or 0)) == 0)
+        return ArpGuarded(problem, exposed)
 
     def add_address(self, act: AddAddress) -> None:
         addr = act.address
@@ -249,7 +322,7 @@ class Kernel:
             if e.code != errno.EEXIST:
                 raise
             return
-        self.expected[("RTM_NEWADDR", idx, str(addr.ip))] += 1
+        self._expect("RTM_NEWADDR", idx, addr)
 
     def _delete(self, idx: int, addr: Address, prefix: int) -> None:
         try:
@@ -258,7 +331,7 @@ class Kernel:
             if e.code not in (errno.EADDRNOTAVAIL, errno.ENODEV):
                 raise
             return
-        self.expected[("RTM_DELADDR", idx, str(addr.ip))] += 1
+        self._expect("RTM_DELADDR", idx, addr)
 
     def remove_address(self, act: RemoveAddress) -> None:
         """Delete an address; after a move off a failed NIC, drop the packets
@@ -267,11 +340,6 @@ class Kernel:
         self._delete(idx, act.address, act.address.network.prefixlen)
         if act.flush_neighbours:
             self._flush_neighbours(idx, act.address.version)
-
-    def release(self, ifname: str) -> None:
-        for idx, name in self.names.items():
-            if name == ifname:
-                self.routes.group_links.discard(idx)
 
     def _flush_neighbours(self, idx: int, version: int) -> None:
         family = socket.AF_INET if version == 4 else socket.AF_INET6

@@ -45,6 +45,7 @@ class Kind(enum.StrEnum):
     TARGET_DEAD = "target_dead", "a probe target stopped answering while others answer"
     TARGET_SLOW = "target_slow", "a probe target much slower than the others is dropped"
     NO_TARGETS = "no_targets", "nothing answered discovery: the NIC is judged on its link alone"
+    ARP_FLUX = "arp_flux", "NICs outside the groups may answer ARP for the groups' addresses"
     PROBES_MISSED = "probes_missed", "mpathd was not scheduled in time to send probes"
     FDT_RAISED = "fdt_raised", "target RTTs forced a longer failure detection time"
     FDT_LOWERED = "fdt_lowered", "the failure detection time came back towards the configured one"

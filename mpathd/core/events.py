@@ -187,9 +187,18 @@ class ActionFailed:
     error: str
 
 
+@dataclass(frozen=True)
+class ArpGuarded:
+    """What GuardArp found: why the protection is not in force (None if it
+    is), and the NICs outside the groups that answer ARP for any of the
+    host's addresses (effective arp_ignore=0)."""
+    problem: str | None
+    exposed: tuple[str, ...]
+
+
 Event = (Started | Resynced | LinkChanged | LinkRemoved | AddressAdded | AddressRemoved
          | RouteAdded | RouteRemoved | ProbeReply | Tick | ConfigReloaded | Offline | Online
-         | ActionFailed)
+         | ActionFailed | ArpGuarded)
 
 
 # ----------------------------------------------------------------- actions
@@ -328,9 +337,19 @@ class StateChanged:
     summary: str = field(default="")
 
 
+@dataclass(frozen=True)
+class GuardArp:
+    """Keep NICs outside the groups from answering ARP for the groups'
+    addresses (ARP flux): set net.ipv4.conf.all.arp_ignore=1 if `enable`,
+    then report what is exposed as ArpGuarded. `members` are the group NICs."""
+    enable: bool
+    members: tuple[str, ...]
+
+
 RouteAction = SetPath | DropPath | InstallRoute | RestoreRoute | DeleteRoute
 
 Action = (PrepareInterface | ReleaseInterface | SetLinkUp | AddAddress | RemoveAddress | Announce
-          | StartProbing | StopProbing | SendProbe | Log | Refused | StateChanged | RouteAction)
+          | StartProbing | StopProbing | SendProbe | Log | Refused | StateChanged | RouteAction
+          | GuardArp)
 
 ERR, WARNING, INFO = logging.ERROR, logging.WARNING, logging.INFO

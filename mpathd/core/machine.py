@@ -44,7 +44,8 @@ from .catalogue import Kind
 from .detect import Fdt, Health, LinkWatcher
 from .ledger import Ledger
 from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
-                     AddressRemoved, Announce, ConfigReloaded, DeleteRoute, DropPath, Event,
+                     AddressRemoved, Announce, ArpGuarded, ConfigReloaded, DeleteRoute, DropPath, Event,
+                     GuardArp,
                      InstallRoute, LinkChanged, LinkInfo, LinkRemoved, Log, Offline, Online,
                      OwnedRoute, PrepareInterface, ProbeReply, Refused, ReleaseInterface,
                      RemoveAddress, RestoreRoute, Resynced, RouteAdded, RouteRemoved, SendProbe,
@@ -157,6 +158,9 @@ class Core:
         # anonymous group, which only detects and reports (in.mpathd's "").
         self.track_all = not config.defaults.track_only_groups
         self.anon = Group(GroupConfig("", ()), [])
+        # what stands in the way of correct operation, for the status (reports.status)
+        self.problems: list[dict] = []
+        self.arp_exposed: tuple[str, ...] = ()   # NICs outside the groups with arp_ignore=0
         self._build(config)
 
     # ------------------------------------------------------------ plumbing
@@ -253,6 +257,12 @@ class Core:
             times.append(self._flushed_at)
         return min(times) if times else None
 
+    def with_carrier(self) -> list[tuple[str, int, str | None]]:
+        """The group NICs whose link the core believes is up, as (name,
+        ifindex, MAC): those whose carrier the daemon also reads directly."""
+        return [(n.name, n.index, n.mac) for n in self.nics.values()         # type: ignore[misc]
+                if n.present and n.health.link.state == LinkState.UP]
+
     # ------------------------------------------------------------ events
 
     def handle(self, event: Event, now: float) -> list[Action]:
@@ -299,6 +309,8 @@ class Core:
                 self._offline(event.ifname, event.force)
             case Online():
                 self._online(event.ifname)
+            case ArpGuarded():
+                self._arp_guarded(event)
         if self._dirty:
             self._settle()
         out, self._out = self._out, []
@@ -321,6 +333,7 @@ class Core:
         self.anon.nics = []             # rebuilt from the kernel's links by the Resynced that follows
         self._build(new, old_nics, old_groups)
         self._regroup_routes(old_nics)
+        self._out.append(self._guard_arp())
         changes += [f"{n} added to group {nic.cfg.group}" for n, nic in self.nics.items()
                     if n not in old_nics]
         for name, old in old_nics.items():
@@ -367,7 +380,7 @@ class Core:
                 joined = nic.name not in old_nics or old_nics[nic.name].cfg.group != g.name
                 if nic.present and (joined or grew):
                     self._out.append(self._prepare(nic, g))
-        for key in ("fdt_ms", "failback", "track_only_groups"):
+        for key in ("fdt_ms", "failback", "track_only_groups", "arp_flux_protection"):
             before, after = getattr(old_cfg.defaults, key), getattr(new.defaults, key)
             if before != after:
                 changes.append(f"{key} {before} -> {after}")
@@ -445,8 +458,29 @@ class Core:
                     policy.transition_to_running(g.nics, nic, repair=False,
                                                  failback=self.config.defaults.failback)
 
+    def _guard_arp(self) -> GuardArp:
+        return GuardArp(self.config.defaults.arp_flux_protection, tuple(self.nics))
+
+    def _arp_guarded(self, ev: ArpGuarded) -> None:
+        """ARP flux: a NIC outside the groups with arp_ignore=0 answers ARP
+        for every address of the host with its own MAC, so neighbours send the
+        groups' traffic and probe replies to it. Warn (once per change) and
+        show a problem while the protection is off or could not be applied."""
+        self.arp_exposed = ev.exposed
+        problems = [p for p in self.problems if p["kind"] != Kind.ARP_FLUX]
+        if ev.problem is not None:
+            exposed = (f"{', '.join(ev.exposed)} (outside the groups, arp_ignore=0) answer"
+                       if ev.exposed else "a NIC outside the groups with arp_ignore=0 would answer")
+            text = (f"{ev.problem}: {exposed} ARP for the groups' addresses, so neighbours can send "
+                    f"their traffic and probe replies there; set net.ipv4.conf.all.arp_ignore=1")
+            if not any(p["message"] == text for p in self.problems):
+                self._log(WARNING, text, Kind.ARP_FLUX)
+            problems.append({"kind": Kind.ARP_FLUX, "message": text})
+        self.problems = problems
+
     def _start(self, ev: Started) -> None:
         self.started = True
+        self._out.append(self._guard_arp())
         for link in ev.links:
             nic = self.nics.get(link.name) or self._watch_anonymous(link)
             if nic is not None:
@@ -691,8 +725,13 @@ class Core:
         for pr in probes:
             self._out.append(SendProbe(nic.name, fam, pr.dst, pr.seq, pr.nonce, pr.kind))
         if p.nothing_found():
-            self._log(ERR, f"No probe targets found {_inst(fam, nic)}: nothing answered an echo to "
-                           f"{'224.0.0.1' if fam == 4 else 'ff02::1'}; probe-based failure detection "
+            if fam == 4 and self.arp_exposed:
+                why = (f"no answer to an echo to 224.0.0.1 reached {nic.name}, likely because of ARP flux: "
+                       f"{', '.join(self.arp_exposed)} (outside the groups, arp_ignore=0) answer ARP for "
+                       f"its test address, so the replies go there (set net.ipv4.conf.all.arp_ignore=1)")
+            else:
+                why = f"nothing answered an echo to {'224.0.0.1' if fam == 4 else 'ff02::1'}"
+            self._log(ERR, f"No probe targets found {_inst(fam, nic)}: {why}; probe-based failure detection "
                            f"is not possible on {nic.name} until a target is configured or answers",
                       Kind.NO_TARGETS, g.name, nic.name)
 

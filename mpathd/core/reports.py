@@ -98,7 +98,7 @@ def status(core: Core, now: float) -> dict:
                             "testaddr": None, "targets": []})
     return {"groups": groups, "interfaces": interfaces, "addresses": addresses,
             "targets": target_rows, "routes": routes(core),
-            "summary": summary(core.groups)}
+            "problems": list(core.problems), "summary": summary(core.groups)}
 
 
 def routes(core: Core) -> list[dict]:

@@ -59,9 +59,27 @@ EXCEPTION_FACTOR = 2
 # the probe interval instead, never slower than the kernel default.
 NEIGH_RETRANS_MAX_MS = 1000
 
+# ...and never faster than NEIGH_RETRANS_MIN_MS. The setting is the NIC's,
+# not the probes': every resolution on the NIC sends mcast_solicit (3)
+# requests one retrans_time apart and then gives up, dropping what waited
+# for it. At the probe interval of the shortest FDT (14 ms) that is 42 ms,
+# less than many neighbours take to answer:
+#   * a Linux router doing proxy ARP or proxy ND delays each reply by a
+#     random time up to proxy_delay, 0.8 s by default;
+#   * a router answers ARP from a rate-limited control plane, and a switch
+#     doing dynamic ARP inspection allows a port 15 ARP packets/s by default
+#     (Cisco) and err-disables it above that; RFC 1122 2.3.2.1 recommends at
+#     most one request per second per destination.
+# 100 ms keeps one resolution at 10 requests/s, under the 15/s a port may
+# send, and gives a neighbour 3 x 100 = 300 ms to answer instead of 42. It
+# binds only below FDT 700 ms (probe interval < 100 ms); there a repair
+# after a silent failure long enough for the neighbour entry to have failed
+# (seconds) may wait up to 100 ms for the next ARP retry.
+NEIGH_RETRANS_MIN_MS = 100
+
 
 def neigh_retrans_ms(fdt_ms: int) -> int:
-    return max(10, min(NEIGH_RETRANS_MAX_MS, int(probe_interval(fdt_ms))))
+    return max(NEIGH_RETRANS_MIN_MS, min(NEIGH_RETRANS_MAX_MS, int(probe_interval(fdt_ms))))
 
 
 # A moved address is announced (gratuitous ARP, unsolicited NA) ANNOUNCE_COUNT
@@ -80,6 +98,25 @@ MAX_ANNOUNCE_COUNT = 255
 MIN_ANNOUNCE_INTERVAL_MS = 10           # below the loop's scheduling jitter it means nothing
 MAX_ANNOUNCE_INTERVAL_MS = 10_000
 
+# The kernel queues the notification of an address change before the request
+# that made it returns, so the daemon reads the echo of its own change on its
+# next loop turn: milliseconds, tens of them on a loaded host (the loaded
+# benchmark's worst turn). An expected echo that has not come within
+# OWN_ECHO_EXPIRY_S never will (the change did not happen as asked), and is
+# forgotten, so that a later change of the same kind, NIC and address by
+# another program is not taken for ours.
+OWN_ECHO_EXPIRY_S = 5.0
+
+# The carrier bit of every group NIC is also read directly (adapters/carrier.py)
+# because the kernel's linkwatch can deliver a carrier loss up to a second
+# late. bonding's miimon reads the same bit; its documentation calls 100 ms
+# "a good starting point", and it failed over in 60-100 ms where netlink
+# was 0.4-0.8 s late. At CARRIER_POLL_S a loss is acted on within 100 ms
+# however the kernel batches its events, at a cost that fits the 1 % idle
+# budget: one pread() per group NIC (2.4 us for four) and a turn of the loop
+# (about 150 us), +0.15 % of a core with two groups of two NICs at rest
+# (BENCHMARKS.md "Carrier poll"). Ten times as often would cost 1.5 %.
+CARRIER_POLL_S = 0.1
 
 # The probe view (ipmpstat -p) shows the last PROBE_RECORDS finished probes
 # per NIC and family: at the shortest FDT (100 ms, a probe every 14 ms) that

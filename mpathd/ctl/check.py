@@ -74,10 +74,11 @@ def problems(cfg: Config) -> list[str]:
     members = {i.name for g in cfg.groups for i in g.interfaces}
     flux = [n for n, m in links.items() if n not in members and n != "lo" and m["flags"] & 1
             and max(int(read_sysctl(x, "arp_ignore") or 0) for x in ("all", n)) == 0]
-    if cfg.groups and flux:
+    if cfg.groups and flux and not cfg.defaults.arp_flux_protection:   # else mpathd sets it at start
         out.append(f"{', '.join(sorted(flux))} (in no group) answer ARP for any local address "
                    f"(arp_ignore=0): on the same link as a group they can answer for its addresses "
-                   f"before the group's NICs do; set net.ipv4.conf.all.arp_ignore=1")
+                   f"before the group's NICs do; set net.ipv4.conf.all.arp_ignore=1 "
+                   f"(ARP_FLUX_PROTECTION=no)")
     if os.geteuid() != 0:
         out.append("not running as root: some settings could not be read")
     return out

@@ -354,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.numeric:
         _name_addresses(status)
     blocks = ["\n".join(render(status[VIEWS[v][0]], chosen[v], parsable)) for v in views]
+    if args.cmd == "status" and status.get("problems"):
+        blocks.append("\n".join(f"PROBLEM: {p['message']}" for p in status["problems"]))
     print("\n\n".join(blocks))
     return 0
 

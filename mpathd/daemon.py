@@ -18,8 +18,9 @@ from .oneline import OneLineParser, load_config
 from .core.machine import Core
 from .core.reports import probes, status, summary
 from .core.events import (ActionFailed, AddAddress, Announce, ConfigReloaded, Event, Log, MoveAddress,
-                     Offline, Online, PrepareInterface, Refused, ReleaseInterface, RemoveAddress,
-                     Resynced, SendProbe, Started, StartProbing, StateChanged, StopProbing, Tick)
+                     NeighboursRead, Offline, Online, PrepareInterface, ReadNeighbours, Refused,
+                     ReleaseInterface, RemoveAddress, Resynced, SendProbe, Started, StartProbing,
+                     StateChanged, StopProbing, Tick)
 from .adapters.log import emit, log, setup
 from .adapters.notify import Notifier
 
@@ -31,6 +32,7 @@ class Daemon:
         self.paths = (defaults_path, groups_path)
         # scapy is imported here, once, and never on an event.
         from .adapters.announce import Announcer
+        from .adapters.arpsock import ArpSockets
         from .adapters.kernel import Kernel
         from .adapters.probesock import ProbeSockets
         self.kernel = Kernel()
@@ -39,6 +41,8 @@ class Daemon:
         self.sel = selectors.DefaultSelector()
         self.probes = ProbeSockets(lambda sock, cb: self.sel.register(sock, selectors.EVENT_READ, cb),
                                    self.sel.unregister, self.dispatch)
+        self.arp = ArpSockets(lambda sock, cb: self.sel.register(sock, selectors.EVENT_READ, cb),
+                              self.sel.unregister, self.dispatch)
         self.sel.register(self.kernel, selectors.EVENT_READ, self._netlink)
         self.control = control.ControlServer(control_path, {
             "ping": control.Command(lambda req, peer: {}, read_only=True),
@@ -91,6 +95,7 @@ class Daemon:
         finally:
             self.notifier.stopping()
             self.probes.close_all()
+            self.arp.close_all()
             self.control.close()
             self.kernel.close()
         log.info("mpathd stopped; data addresses left where they are")
@@ -167,31 +172,42 @@ class Daemon:
         pending = [event]
         resynced = False
         while pending:
-            failures = [f for action in self.core.handle(pending.pop(0), time.monotonic())
-                        if (f := self.execute(action)) is not None]
-            pending += failures
-            if failures and not resynced:
+            answers = [f for action in self.core.handle(pending.pop(0), time.monotonic())
+                       if (f := self.execute(action)) is not None]
+            pending += answers
+            if not resynced and any(isinstance(a, ActionFailed) for a in answers):
                 # the kernel is not as the core believes: re-read it once the
                 # whole batch has been carried out, and only once per event,
                 # so that an action the kernel keeps refusing cannot loop
                 resynced = True
                 pending.append(Resynced(*self.kernel.snapshot()))
 
-    def execute(self, action) -> ActionFailed | None:
+    def execute(self, action) -> ActionFailed | NeighboursRead | None:
+        """Carry out one action; return its failure, or the event that
+        answers it (the neighbour table for ReadNeighbours)."""
         try:
             match action:                            # the probe path first
                 case SendProbe():
-                    self.probes.send(action)
+                    if action.family == 4 and action.ifname in self.arp:
+                        self.arp.send(action)
+                    else:
+                        self.probes.send(action)
                 case Log():
                     emit(action)
                 case MoveAddress():
                     self.kernel.move_address(action)
                 case Announce():
                     self.announcer.send(action.ifname, action.address)
+                case StartProbing() if action.arp:
+                    self.arp.open(action.ifname, action.index)
                 case StartProbing():
                     self.probes.open(action.ifname, action.family, action.index, action.source)
                 case StopProbing():
+                    if action.family == 4:
+                        self.arp.close(action.ifname)
                     self.probes.close(action.ifname, action.family)
+                case ReadNeighbours():
+                    return self.kernel.neighbours()
                 case AddAddress():
                     self.kernel.add_address(action)
                 case RemoveAddress():
@@ -199,6 +215,7 @@ class Daemon:
                 case PrepareInterface():
                     self.kernel.prepare(action.ifname, action.neigh_retrans_ms)
                     self.announcer.open(action.ifname, action.mac, action.addresses)
+                    self.arp.refresh(action.ifname, action.mac)
                 case ReleaseInterface():
                     self.announcer.close(action.ifname)
                 case StateChanged():

@@ -4,6 +4,7 @@ the switch (the carrier stays up); after each one the data addresses must
 reach the host beyond the router."""
 
 import json
+import sys
 import time
 
 from lab import ARP_PAIR_GROUP, ARP_TRIO_GROUP, FAR4, ROUTER4, mac_of, wait_for
@@ -166,3 +167,23 @@ def test_arp_targets_come_from_the_neighbour_table_and_their_absence_is_reported
     d.wait_probing("eth0", "eth1")
     assert rows(d)["eth1"]["targets"] == [lab.target4(1)]
     assert not rows(d)["eth0"]["no_targets"]
+
+
+def test_ipmpctl_check_knows_arp(make_lab, tmp_path):
+    lab = make_lab(nics=3)
+    path = tmp_path / "groups.yaml"
+    path.write_text(ARP_PAIR_GROUP)
+
+    def check():
+        return lab.sh("host", sys.executable, "-m", "mpathd.ctl", "check", "--config", str(path),
+                      "--defaults", "/dev/null", check=False)
+
+    p = check()                                   # no route, no target: only the neighbour table
+    assert p.returncode == 1 and "eth0, eth1 probe with 'arp', but no target is configured" in p.stdout
+    with_default_route(lab)
+    assert "probe with 'arp', but no target" not in check().stdout
+    path.write_text(ARP_PAIR_GROUP + "      eth2: {standby: true, test: [link-local]}\n")
+    out = check().stdout
+    assert "eth2 not probing over IPv4 like eth0, eth1: give every member an IPv4 test address (or arp)" in out
+    path.write_text(ARP_PAIR_GROUP.replace("eth1:", "lo:"))
+    assert "lo probes with 'arp' but is not an Ethernet NIC (type 772)" in check().stdout

@@ -1,6 +1,8 @@
 """The probe engine: in.mpathd's probe-based failure detection, sans-I/O.
 
-One Prober runs per NIC and address family that has a test address. It
+One Prober runs per NIC and address family that has a test address (or,
+for IPv4, probes with address-less ARP requests: `arp`, which uses the same
+timing and verdicts; core/arp.py matches its replies). It
 decides when to send, to whom, when a probe is lost, and what the probes
 say about the NIC (its verdict). It sends nothing itself: send() returns
 the probes to transmit, and replies come in through reply().

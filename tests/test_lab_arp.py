@@ -1,7 +1,8 @@
 """ARP probing (`test: [arp]`) with the real daemon in the lab: RFC 5227
 probes from 0.0.0.0, no test address anywhere. Faults are nftables rules in
 the switch (the carrier stays up); after each one the data addresses must
-reach the host beyond the router."""
+reach the host beyond the router. (The group failure with ARP probing is
+in test_lab_probe.py, beside the one with ICMP.)"""
 
 import json
 import sys
@@ -84,24 +85,6 @@ def test_a_standby_with_only_arp_is_probed_takes_over_and_goes_back_to_inactive(
     assert lab.addresses()["eth2"] == set()
     reaches_far(lab, *DATA)
     no_test_addresses(lab)
-
-
-def test_arp_loss_on_every_path_is_a_group_failure_and_moves_nothing(make_lab):
-    lab = make_lab(nics=2)
-    with_default_route(lab)
-    d = lab.start_daemon(ARP_PAIR_GROUP, defaults=FDT)
-    d.wait_probing("eth0", "eth1")
-    before = lab.addresses()
-    lab.drop("eth0")
-    lab.drop("eth1")
-    d.wait_log("All IP interfaces in group ipmp0 are now unusable", timeout=10)
-    time.sleep(0.5)
-    assert lab.addresses() == before
-    assert "failed over" not in d.log()
-    lab.undrop("eth1")
-    d.wait_log("is now usable", timeout=10)
-    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], timeout=10, what="move to the repaired NIC")
-    reaches_far(lab, *DATA)
 
 
 def test_a_dead_arp_target_is_replaced_without_failover(make_lab):

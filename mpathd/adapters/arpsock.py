@@ -92,7 +92,6 @@ class _Sock:
             raise
         self.sock = s
         self.buf = request(self.mac)
-        self.tpas: dict = {}                       # target -> its 4 bytes, made once per target
         self.warned_at = 0.0
 
 
@@ -132,20 +131,14 @@ class ArpSockets:
         s = self._socks.get(p.ifname)
         if s is None:
             return                                 # its socket could not be opened: the core retries
-        tpa = s.tpas.get(p.dst)
-        if tpa is None:
-            if len(s.tpas) > 64:
-                s.tpas.clear()
-            tpa = s.tpas[p.dst] = p.dst.packed
-        s.buf[_TPA:_TPA + 4] = tpa
+        s.buf[_TPA:_TPA + 4] = p.dst.packed
         try:
             s.sock.send(s.buf)
         except BlockingIOError:
             pass                                   # as an ICMP probe: counts as sent, and is lost
         except OSError as e:                       # ENETDOWN and the like: lost too
-            now = time.monotonic()
-            if now - s.warned_at >= _WARN_EVERY_S:
-                s.warned_at = now
+            if time.monotonic() - s.warned_at >= _WARN_EVERY_S:
+                s.warned_at = time.monotonic()
                 log.warning("ARP probe from %s to %s failed: %s", s.ifname, p.dst, e.strerror)
 
     def _read(self, s: _Sock) -> None:

@@ -589,6 +589,8 @@ class Core:
         if p is None or not p.running:
             return
         g = self.group_of(nic)
+        if (ev.kind == KIND_ARP) != p.arp:
+            return                                 # from the socket of a prober a reload replaced
         if ev.kind == KIND_ARP:
             matched, foreign = self.arp_pins.match(g.name, p, ev, self.now)
             if foreign is not None:

@@ -46,8 +46,8 @@ from .ledger import Ledger
 from .events import (ERR, INFO, Action, ActionFailed, AddAddress, AddressAdded,
                      AddressRemoved, Announce, ConfigReloaded, Event, LinkChanged, LinkInfo,
                      LinkRemoved, Log, MoveAddress, NeighboursRead, Offline, Online, PrepareInterface,
-                     ProbeReply, ReadNeighbours, Refused, ReleaseInterface, RemoveAddress, Resynced, RoutesChanged, SendProbe,
-                     Started, StartProbing, StateChanged, StopProbing, Tick)
+                     ProbeReply, ReadNeighbours, Refused, ReleaseInterface, RemoveAddress, Resynced,
+                     RoutesChanged, SendProbe, Started, StartProbing, StateChanged, StopProbing, Tick)
 from .probe import KIND_ARP, KIND_DISCOVERY, Prober
 from .reports import summary
 from .states import GroupState, LinkState, NicState, ProbeState

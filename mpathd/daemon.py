@@ -18,8 +18,8 @@ from .oneline import OneLineParser, load_config
 from .core.machine import Core
 from .core.reports import probes, status, summary
 from .core.events import (ActionFailed, AddAddress, Announce, ArpGuarded, ConfigReloaded, DeleteRoute, DropPath,
-                          Event, GuardArp, InstallRoute, LinkChanged, LinkRemoved, Log, Offline, Online,
-                          PrepareInterface, Refused,
+                          Event, GuardArp, InstallRoute, LinkChanged, LinkRemoved, Log, NeighboursRead, Offline,
+                          Online, PrepareInterface, ReadNeighbours, Refused,
                           ReleaseInterface, RemoveAddress, RestoreRoute, Resynced, SendProbe, SetLinkUp, SetPath,
                           Started, StartProbing, StateChanged, StopProbing, Tick)
 from .adapters.carrier import CarrierReader
@@ -35,6 +35,7 @@ class Daemon:
         self.paths = (defaults_path, groups_path)
         # scapy is imported here, once, and never on an event.
         from .adapters.announce import Announcer
+        from .adapters.arpsock import ArpSockets
         from .adapters.kernel import Kernel
         from .adapters.probesock import ProbeSockets
         self.kernel = Kernel()
@@ -45,6 +46,8 @@ class Daemon:
         self.sel = selectors.DefaultSelector()
         self.probes = ProbeSockets(lambda sock, cb: self.sel.register(sock, selectors.EVENT_READ, cb),
                                    self.sel.unregister, self.dispatch)
+        self.arp = ArpSockets(lambda sock, cb: self.sel.register(sock, selectors.EVENT_READ, cb),
+                              self.sel.unregister, self.dispatch)
         self.sel.register(self.kernel, selectors.EVENT_READ, self._netlink)
         self.control = control.ControlServer(control_path, {
             "ping": control.Command(lambda req, peer: {}, read_only=True),
@@ -102,6 +105,7 @@ class Daemon:
         finally:
             self.notifier.stopping()
             self.probes.close_all()
+            self.arp.close_all()
             self.control.close()
             self.kernel.release_all()
             self.kernel.close()
@@ -218,20 +222,30 @@ class Daemon:
                 resynced = True
                 pending.append(Resynced(*self.kernel.snapshot()))
 
-    def execute(self, action) -> ActionFailed | ArpGuarded | None:
-        """Carry out one action; return what the core must hear of it."""
+    def execute(self, action) -> ActionFailed | ArpGuarded | NeighboursRead | None:
+        """Carry out one action; return what the core must hear of it: its
+        failure, or the event that answers it."""
         try:
             match action:                            # the probe path first
                 case SendProbe():
-                    self.probes.send(action)
+                    if action.family == 4 and action.ifname in self.arp:
+                        self.arp.send(action)
+                    else:
+                        self.probes.send(action)
                 case Log():
                     emit(action)
                 case Announce():
                     self.announcer.announce(action.ifname, action.address)
+                case StartProbing() if action.arp:
+                    self.arp.open(action.ifname, action.index)
                 case StartProbing():
                     self.probes.open(action.ifname, action.family, action.index, action.source)
                 case StopProbing():
+                    if action.family == 4:
+                        self.arp.close(action.ifname)
                     self.probes.close(action.ifname, action.family)
+                case ReadNeighbours():
+                    return self.kernel.neighbours()
                 case AddAddress():
                     self.kernel.add_address(action)
                 case RemoveAddress():
@@ -250,6 +264,7 @@ class Daemon:
                 case PrepareInterface():
                     self.kernel.prepare(action.ifname, action.index, action.neigh_retrans_ms, action.spreading)
                     self.announcer.open(action.ifname, action.mac, action.addresses)
+                    self.arp.refresh(action.ifname, action.mac)
                 case ReleaseInterface():
                     self.kernel.release(action.ifname)
                     self.announcer.close(action.ifname)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # lab/ is not installed: the checkout's
 
+from lab import ARP_PAIR_GROUP as ARP_PAIR
 from lab import PAIR_GROUP as PAIR
 from lab import ROUTER4, Lab, wait_for
 
@@ -32,11 +33,14 @@ ROOT = Path(__file__).resolve().parent.parent
 HZ = os.sysconf("SC_CLK_TCK")
 
 PROFILES = {
-    #          trials of the link outage, {FDT seconds: trials} for silent loss, seconds of load, ...
-    "full": dict(link=20, silent={0.1: 10, 1.0: 10, 10.0: 3}, load=600, cost=15, idle=60, starts=5,
-                 scale=30),
-    "quick": dict(link=5, silent={0.1: 5, 1.0: 3}, load=15, cost=4, idle=6, starts=2, scale=6),
-    "smoke": dict(link=2, silent={0.1: 2}, load=3, cost=1, idle=2, starts=1, scale=0),
+    #          trials of the link outage, {FDT seconds: trials} for silent loss (ICMP, then ARP
+    #          probing), seconds of load, ...
+    "full": dict(link=20, silent={0.1: 10, 1.0: 10, 10.0: 3}, silent_arp={0.1: 10, 1.0: 10}, load=600,
+                 cost=15, idle=60, starts=5, scale=30),
+    "quick": dict(link=5, silent={0.1: 5, 1.0: 3}, silent_arp={0.1: 5, 1.0: 3}, load=15, cost=4, idle=6,
+                  starts=2, scale=6),
+    "smoke": dict(link=2, silent={0.1: 2}, silent_arp={0.1: 1, 1.0: 1}, load=3, cost=1, idle=2, starts=1,
+                  scale=0),
 }
 
 DATA = "192.0.2.100/24"
@@ -46,10 +50,10 @@ class Failed(Exception):
     """A benchmark could not measure what it set out to (a correctness problem)."""
 
 
-def pair_lab(fdt_ms: int) -> tuple[Lab, object]:
+def pair_lab(fdt_ms: int, group: str = PAIR) -> tuple[Lab, object]:
     lab = Lab(nics=2).__enter__()
     try:
-        d = lab.start_daemon(PAIR, defaults=f"FAILURE_DETECTION_TIME={fdt_ms}\n")
+        d = lab.start_daemon(group, defaults=f"FAILURE_DETECTION_TIME={fdt_ms}\n")
         lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "src", "192.0.2.100")
         wait_for(lambda: all(t["rtt"] for t in d.status()["targets"]), timeout=30, what="probes answered")
     except BaseException:
@@ -135,12 +139,12 @@ def link_outage(p: dict) -> dict:
     return {"failover_ms": stats(fo), "failback_ms": stats(fb), "move_ms": stats(moves)}
 
 
-def silent_loss(p: dict) -> dict:
+def silent_loss(p: dict, group: str = PAIR, key: str = "silent") -> dict:
     """Every frame of eth0 dropped at the switch (carrier stays up): time to
     the move, the peer's outage, and repair after the path returns."""
     out = {}
-    for fdt, trials in p["silent"].items():
-        lab, d = pair_lab(round(fdt * 1000))
+    for fdt, trials in p[key].items():
+        lab, d = pair_lab(round(fdt * 1000), group)
         mon = lab.monitor()
         det, outs, rep = [], [], []
         try:
@@ -170,6 +174,12 @@ def silent_loss(p: dict) -> dict:
     return out
 
 
+def silent_loss_arp(p: dict) -> dict:
+    """The same with address-less ARP probes (`test: [arp]`) instead of ICMP
+    from test addresses."""
+    return silent_loss(p, ARP_PAIR, "silent_arp")
+
+
 def false_failovers(p: dict) -> dict:
     """FDT 100 ms, both cores busy, and a UDP flood through the host's NICs
     and across the switch, with no fault at all."""
@@ -192,7 +202,7 @@ def false_failovers(p: dict) -> dict:
         lab.destroy()
 
 
-def cost(p: dict) -> dict:
+def cost(p: dict, group: str = PAIR) -> dict:
     """CPU per probe against a bare raw-socket echo loop at the same rate.
     The two run side by side over the same windows (the loop on a third NIC
     with an address of its own), because this machine's speed drifts from
@@ -202,7 +212,7 @@ def cost(p: dict) -> dict:
         # before anything asks: the loop's NIC answers ARP only for its own
         # address, as group NICs do (else it may answer for theirs first)
         lab.sysctl("host", "net.ipv4.conf.eth2.arp_ignore=1", "net.ipv4.conf.eth2.arp_announce=2")
-        d = lab.start_daemon(PAIR, defaults="FAILURE_DETECTION_TIME=100\n")
+        d = lab.start_daemon(group, defaults="FAILURE_DETECTION_TIME=100\n")
         lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4, "dev", "eth0", "src", "192.0.2.100")
         lab.sh("host", "ip", "addr", "add", "192.0.2.12/32", "dev", "eth2")
         wait_for(lambda: all(t["rtt"] for t in d.status()["targets"]), timeout=30, what="probes answered")
@@ -228,6 +238,11 @@ def cost(p: dict) -> dict:
                 "ratios": [round(w[0], 2) for w in windows]}
     finally:
         lab.destroy()
+
+
+def cost_arp(p: dict) -> dict:
+    """The same for ARP probing, against the same ICMP floor."""
+    return cost(p, ARP_PAIR)
 
 
 TWO_GROUPS = """
@@ -393,16 +408,20 @@ def report(r: dict, command: str, plot: str | None) -> str:
                   "the time from the drop to the data address appearing on eth1; the outage is the "
                   "longest gap a peer streaming 1000 datagrams/s saw; repair is the time from the end of "
                   "the drop to the address being back on eth0 (ten answered probes, budget 2 × FDT).", "",
-                  "| FDT | trials | detection min / median / p95 / max (s) | peer outage median / max (ms) "
-                  "| repair median / max (s) |", "|---|---|---|---|---|"]
-        for fdt, x in r["silent"].items():
-            d, o, rp = x["detection_s"], x["outage_ms"], x["repair_s"]
-            lines.append(f"| {fdt:g} s | {d['n']} | {d['min']:.3f} / {d['median']:.3f} / {d['p95']:.3f} / "
-                         f"{d['max']:.3f} | {o['median']:.0f} / {o['max']:.0f} | {rp['median']:.3f} / "
-                         f"{rp['max']:.3f} |")
-            budgets.append((f"detection ≤ FDT at {fdt:g} s, every trial", d["max"] <= fdt,
-                            f"max {d['max']:.3f} s"))
-            budgets.append((f"repair ≤ 2 × FDT at {fdt:g} s", rp["max"] <= 2 * fdt, f"max {rp['max']:.3f} s"))
+                  "ICMP probes go from test addresses; ARP probes are address-less (`test: [arp]`).", "",
+                  "| probes | FDT | trials | detection min / median / p95 / max (s) "
+                  "| peer outage median / max (ms) | repair median / max (s) |", "|---|---|---|---|---|---|"]
+        for method, key in (("ICMP", "silent"), ("ARP", "silent_arp")):
+            for fdt, x in r.get(key, {}).items():
+                d, o, rp = x["detection_s"], x["outage_ms"], x["repair_s"]
+                lines.append(f"| {method} | {fdt:g} s | {d['n']} | {d['min']:.3f} / {d['median']:.3f} / "
+                             f"{d['p95']:.3f} / {d['max']:.3f} | {o['median']:.0f} / {o['max']:.0f} | "
+                             f"{rp['median']:.3f} / {rp['max']:.3f} |")
+                tag = "" if key == "silent" else f" ({method})"
+                budgets.append((f"detection ≤ FDT at {fdt:g} s, every trial{tag}", d["max"] <= fdt,
+                                f"max {d['max']:.3f} s"))
+                budgets.append((f"repair ≤ 2 × FDT at {fdt:g} s{tag}", rp["max"] <= 2 * fdt,
+                                f"max {rp['max']:.3f} s"))
         if plot:
             lines += ["", f"![detection time against FDT]({plot})"]
         lines.append("")
@@ -424,10 +443,17 @@ def report(r: dict, command: str, plot: str | None) -> str:
                   f"{x['probes_per_s']:.0f} probes/s, against a bare Python raw-socket echo loop "
                   "(`lab/traffic.py probe-floor`) sending at the same rate from a third NIC at the same time, "
                   "over three windows; the median window is shown, and the ratio of each.", "",
-                  "| daemon µs/probe | floor µs/probe | ratio | ratio per window |", "|---|---|---|---|",
-                  f"| {x['daemon_us']:.0f} | {x['floor_us']:.0f} | {x['ratio']:.2f} | "
-                  f"{', '.join(str(r) for r in x['ratios'])} |", ""]
-        budgets.append(("CPU per probe ≤ 2 × floor", x["ratio"] <= 2, f"{x['ratio']:.2f} ×"))
+                  "ARP probing is measured the same way, in its own lab, against the same ICMP floor.", "",
+                  "| probes | daemon µs/probe | floor µs/probe | ratio | ratio per window |",
+                  "|---|---|---|---|---|"]
+        for method, key in (("ICMP", "cost"), ("ARP", "cost_arp")):
+            if key in r:
+                x = r[key]
+                lines.append(f"| {method} | {x['daemon_us']:.0f} | {x['floor_us']:.0f} | {x['ratio']:.2f} | "
+                             f"{', '.join(str(r) for r in x['ratios'])} |")
+                tag = "" if key == "cost" else f" ({method})"
+                budgets.append((f"CPU per probe ≤ 2 × floor{tag}", x["ratio"] <= 2, f"{x['ratio']:.2f} ×"))
+        lines.append("")
     if "idle" in r:
         x = r["idle"]
         lines += ["Two groups of two NICs at the default FDT (10 s), at rest, and start-up until READY=1 "
@@ -461,7 +487,7 @@ def report(r: dict, command: str, plot: str | None) -> str:
     missed = [name for name, ok, _ in budgets if not ok]
     if missed:
         lines += ["## What limits the missed budgets", ""]
-        lines += [f"* **{name}.** {LIMITS.get(name.split(' at ')[0], 'Not analysed yet.')}" for name in missed]
+        lines += [f"* **{name}.** {LIMITS.get(name.split(' at ')[0].removesuffix(' (ARP)'), 'Not analysed yet.')}" for name in missed]
         lines.append("")
     return "\n".join(lines)
 
@@ -519,23 +545,26 @@ def main() -> int:
     profile = "quick" if args.quick else "smoke" if args.smoke else "full"
     p = PROFILES[profile]
     command = "scripts/bench" + {"full": "", "quick": " --quick", "smoke": " --smoke"}[profile]
-    sections = [("link", link_outage), ("silent", silent_loss), ("load", false_failovers), ("cost", cost),
-                ("idle", idle_and_start), ("scale", scale)]
+    # (the name --only selects, the key of its results, the function)
+    sections = [("link", "link", link_outage), ("silent", "silent", silent_loss),
+                ("silent", "silent_arp", silent_loss_arp), ("load", "load", false_failovers),
+                ("cost", "cost", cost), ("cost", "cost_arp", cost_arp), ("idle", "idle", idle_and_start),
+                ("scale", "scale", scale)]
     results: dict = {"machine": machine()}
     failures = []
     started = time.monotonic()
-    for name, fn in sections:
+    for name, key, fn in sections:
         if (args.only and name not in args.only) or (name == "scale" and not p["scale"]):
             continue
         t0 = time.monotonic()
-        print(f"bench: {name} ...", flush=True)
+        print(f"bench: {key} ...", flush=True)
         try:
-            results[name] = fn(p)
+            results[key] = fn(p)
         except Failed as e:
-            failures.append(f"{name}: {e}")
-            print(f"bench: {name} FAILED: {e}", flush=True)
+            failures.append(f"{key}: {e}")
+            print(f"bench: {key} FAILED: {e}", flush=True)
             continue
-        print(f"bench: {name} done in {time.monotonic() - t0:.0f} s", flush=True)
+        print(f"bench: {key} done in {time.monotonic() - t0:.0f} s", flush=True)
     out = Path(args.out)
     plot = None
     if "silent" in results and profile != "smoke":

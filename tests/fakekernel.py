@@ -8,10 +8,10 @@ import random
 import textwrap
 
 from mpathd.config import Config, Defaults, parse_groups
-from mpathd.core.events import (AddAddress, LinkChanged, LinkInfo, Log, OwnedRoute, ProbeReply, RemoveAddress,
-                                RouteKey, SendProbe, SetLinkUp, Started, Tick)
+from mpathd.core.events import (AddAddress, LinkChanged, LinkInfo, Log, NeighboursRead, OwnedRoute, ProbeReply,
+                                ReadNeighbours, RemoveAddress, RouteKey, SendProbe, SetLinkUp, Started, Tick)
 from mpathd.core.machine import Core
-from mpathd.core.probe import KIND_DISCOVERY
+from mpathd.core.probe import KIND_ARP, KIND_DISCOVERY
 
 A = ipaddress.ip_interface
 
@@ -111,6 +111,11 @@ groups:
 """
 
 
+def mac_of(ip) -> bytes:
+    """A target's MAC in the simulated link."""
+    return b"\x02\x00" + ip.packed
+
+
 class Net:
     """The core, a clock, and a link that answers probes."""
 
@@ -127,6 +132,9 @@ class Net:
         self.broken: dict[str, float] = {}     # ifname -> loss probability
         self.dead_targets: set = set()
         self.slow: dict = {}                   # target -> its own RTT
+        self.neighbours: tuple = ()            # the host's neighbour table (ARP probing's hosts)
+        self.forger: bytes | None = None       # answers every ARP probe first, from this MAC
+        self.actions: list = []
         self.replies: list = []                # heap of (time, n, ProbeReply)
         self.n = 0
         self.kernel = {n: set() for n in self.names}
@@ -137,7 +145,10 @@ class Net:
 
     def feed(self, event):
         for a in self.core.handle(event, self.now):
-            if isinstance(a, Log):
+            self.actions.append(a)
+            if isinstance(a, ReadNeighbours):
+                self.feed(NeighboursRead(tuple(IP(h) for h in self.neighbours)))
+            elif isinstance(a, Log):
                 self.log.append((self.now, a.text))
             elif isinstance(a, AddAddress):
                 self.kernel[a.ifname].add(a.address)
@@ -149,15 +160,20 @@ class Net:
     def send(self, a: SendProbe):
         if self.rng.random() < self.broken.get(a.ifname, 0.0):
             return
+        arp = a.family == 4 and self.core.nics[a.ifname].cfg.test_arp
+        if arp and self.forger is not None:
+            self.n += 1
+            heapq.heappush(self.replies, (self.now + self.rtt / 2, self.n, ProbeReply(
+                a.ifname, 4, a.dst, 0, 0, KIND_ARP, self.now + self.rtt / 2, mac=self.forger)))
         responders = self.hosts if a.kind == KIND_DISCOVERY else [a.dst]
         for r in responders:
             if r in self.dead_targets:
                 continue
             self.n += 1
             rtt = self.slow.get(r, self.rtt)
-            heapq.heappush(self.replies, (self.now + rtt, self.n,
-                                          ProbeReply(a.ifname, a.family, r, a.seq, a.nonce, a.kind,
-                                                     self.now + rtt)))
+            reply = (ProbeReply(a.ifname, 4, r, 0, 0, KIND_ARP, self.now + rtt, mac=mac_of(r)) if arp else
+                     ProbeReply(a.ifname, a.family, r, a.seq, a.nonce, a.kind, self.now + rtt))
+            heapq.heappush(self.replies, (self.now + rtt, self.n, reply))
 
     def run(self, until: float):
         while True:

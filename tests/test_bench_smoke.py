@@ -25,4 +25,6 @@ def test_benchmarks_run_and_report(tmp_path):
                     "## 4. Cost", "## Budgets"):
         assert heading in text
     assert "| outage at failover | 2 |" in text
-    assert "| 0.1 s | 2 |" in text
+    assert "| ICMP | 0.1 s | 2 |" in text
+    assert "| ARP | 0.1 s | 1 |" in text and "| ARP | 1 s | 1 |" in text
+    assert "| ARP |" in text.split("## 4. Cost")[1]

@@ -188,3 +188,41 @@ def test_a_route_declared_twice_is_refused():
             "      - {to: default, via: 192.0.2.1}\n      - {to: default, via: 192.0.2.2}\n")
     e = error(text)
     assert e.line == 7 and "declared twice (also on line 6)" in e.message
+
+
+def test_arp_replaces_the_ipv4_test_address():
+    (g,) = groups("""\
+    groups:
+      ipmp0:
+        interfaces:
+          eth0: {data: [192.0.2.100/24], test: [arp, link-local]}
+          eth1: {standby: true, test: [arp]}
+    """)
+    eth0, eth1 = g.interfaces
+    assert (eth0.test, eth0.test_arp, eth0.test_link_local) == ((), True, True)
+    assert (eth1.test, eth1.test_arp, eth1.standby) == ((), True, True)
+
+
+@pytest.mark.parametrize("test, words", [
+    ("[arp, arp]", "'arp' given twice"),
+    ("[arp, 192.0.2.10/24]", "either 'arp' or an IPv4 test address"),
+    ("[192.0.2.10/24, arp]", "either 'arp' or an IPv4 test address"),
+])
+def test_bad_arp_test_lists_name_the_line(test, words):
+    e = error(f"""\
+    groups:
+      ipmp0:
+        interfaces:
+          eth0: {{data: [192.0.2.100/24], test: {test}}}
+    """)
+    assert e.line == 4 and words in e.message
+
+
+def test_arp_needs_an_ipv4_data_subnet():
+    e = error("""\
+    groups:
+      ipmp0:
+        interfaces:
+          eth0: {data: ["2001:db8:1::100/64"], test: [arp]}
+    """)
+    assert e.line == 2 and "no IPv4 data address" in e.message

@@ -4,8 +4,10 @@ with nftables rules in the switch, the carrier stays up."""
 import json
 import time
 
+import pytest
+
 from lab import PAIR_GROUP as GROUP
-from lab import ROUTER4, mac_of, wait_for
+from lab import ARP_PAIR_GROUP, ROUTER4, mac_of, wait_for
 
 FDT = "FAILURE_DETECTION_TIME=1000\n"          # probes every ~140 ms
 
@@ -42,10 +44,11 @@ def test_silent_loss_fails_the_nic_and_repair_brings_it_back(make_lab):
     assert lab.ping("far", "192.0.2.100")
 
 
-def test_loss_on_every_path_is_a_group_failure(make_lab):
+@pytest.mark.parametrize("group", [GROUP, ARP_PAIR_GROUP], ids=["icmp", "arp"])
+def test_loss_on_every_path_is_a_group_failure(make_lab, group):
     lab = make_lab(nics=2)
     with_default_route(lab)
-    d = lab.start_daemon(GROUP, defaults=FDT)
+    d = lab.start_daemon(group, defaults=FDT)
     wait_for(lambda: probes_ok(d), what="probes answered")
     before = lab.addresses()
     lab.drop("eth0")
@@ -58,6 +61,7 @@ def test_loss_on_every_path_is_a_group_failure(make_lab):
     lab.undrop("eth1")
     d.wait_log("is now usable", timeout=10)
     wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], timeout=10, what="move to the repaired NIC")
+    assert lab.ping("far", "192.0.2.100") and lab.ping("far", "192.0.2.101")
 
 
 def test_targets_from_routes_multicast_and_config(make_lab):

@@ -301,7 +301,7 @@ def test_probes_stream_as_they_finish_until_interrupted(make_lab):
     time.sleep(1)
     assert d.stop() == 0
     out, err = follow.communicate(timeout=10)
-    assert out.startswith("TIME      INTERFACE   PROBE")
+    assert out.startswith("TIME      INTERFACE   MODE PROBE")
     assert follow.returncode == 1 and "is it running?" in err, err
 
 

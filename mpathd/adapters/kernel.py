@@ -33,7 +33,7 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from ..config import Address
 from ..core import timing
 from ..core.events import (AddAddress, AddressAdded, AddressRemoved, ArpGuarded, Event, LinkChanged, LinkInfo,
-                           LinkRemoved, RemoveAddress, Resynced, RouteAdded, RouteRemoved,
+                           LinkRemoved, NeighboursRead, RemoveAddress, Resynced, RouteAdded, RouteRemoved,
                            SetLinkUp)
 from .routes import KernelRoute, RouteKeeper
 
@@ -41,6 +41,7 @@ log = logging.getLogger("mpathd")
 
 _RCVBUF = 4 << 20
 _NUD_NOARP, _NUD_PERMANENT = 0x40, 0x80
+_NUD_RESOLVED = 0x02 | 0x04 | 0x08 | 0x10 | _NUD_PERMANENT   # REACHABLE, STALE, DELAY, PROBE, PERMANENT
 
 # What a group NIC needs: answer ARP only for its own addresses (otherwise
 # every NIC answers for an address that moved, and neighbours keep the old
@@ -145,6 +146,13 @@ class Kernel:
         addrs = tuple((self.names[m["index"]], _address(m)) for m in self.ipr.get_addr()
                       if m["index"] in self.names and _usable(m))
         return links, addrs
+
+    def neighbours(self) -> NeighboursRead:
+        """The resolved IPv4 neighbours, one dump of the kernel's table
+        (the kernel filters on the family): host targets for ARP probing."""
+        return NeighboursRead(tuple(ipaddress.IPv4Address(n.get_attr("NDA_DST"))
+                                    for n in self.ipr.get_neighbours(family=socket.AF_INET)
+                                    if n["state"] & _NUD_RESOLVED and n.get_attr("NDA_DST")))
 
     def read(self) -> list[Event]:
         """Drain the event socket; return the changes made by others."""

@@ -41,10 +41,12 @@ class Kind(enum.StrEnum):
     HWADDR_DUPLICATE = "hwaddr_duplicate", "a NIC has another member's MAC and is offlined"
     HWADDR_UNIQUE = "hwaddr_unique", "a NIC's MAC is unique again and it is onlined"
     # probing
-    TARGET_FOUND = "target_found", "multicast discovery found a probe target"
+    TARGET_FOUND = "target_found", "multicast discovery or the neighbour table (ARP probing) found a probe target"
     TARGET_DEAD = "target_dead", "a probe target stopped answering while others answer"
     TARGET_SLOW = "target_slow", "a probe target much slower than the others is dropped"
-    NO_TARGETS = "no_targets", "nothing answered discovery: the NIC is judged on its link alone"
+    TARGET_FOREIGN_MAC = ("target_foreign_mac", "an ARP reply for a probe target came from another MAC "
+                          "than the one it answered from before; the probe counts as lost")
+    NO_TARGETS = "no_targets", "no probe target was found: the NIC is judged on its link alone"
     ARP_FLUX = "arp_flux", "NICs outside the groups may answer ARP for the groups' addresses"
     PROBES_MISSED = "probes_missed", "mpathd was not scheduled in time to send probes"
     FDT_RAISED = "fdt_raised", "target RTTs forced a longer failure detection time"

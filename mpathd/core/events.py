@@ -139,7 +139,8 @@ class RouteRemoved:
 
 
 class ProbeReply(NamedTuple):
-    """An ICMP echo reply with our id, received on a NIC's probe socket.
+    """An ICMP echo reply with our id, or an ARP reply to the NIC's MAC,
+    received on a NIC's probe socket.
     (This and SendProbe come once per probe: a NamedTuple is as immutable as
     the frozen dataclasses and several times cheaper to build.)"""
     ifname: str
@@ -151,6 +152,14 @@ class ProbeReply(NamedTuple):
     rx: float                  # kernel receive time, on the monotonic clock
     sent: float | None = None  # when the probe went to the kernel (read at sendto, carried in
                                # the probe and echoed back), on the monotonic clock
+    mac: bytes | None = None   # an ARP reply's sender MAC (kind KIND_ARP; no seq or nonce then)
+
+
+@dataclass(frozen=True)
+class NeighboursRead:
+    """The IPv4 addresses in the host's neighbour table that are resolved
+    (the answer to ReadNeighbours): host targets for ARP probing."""
+    addresses: tuple[IP, ...]
 
 
 @dataclass(frozen=True)
@@ -197,7 +206,7 @@ class ArpGuarded:
 
 
 Event = (Started | Resynced | LinkChanged | LinkRemoved | AddressAdded | AddressRemoved
-         | RouteAdded | RouteRemoved | ProbeReply | Tick | ConfigReloaded | Offline | Online
+         | RouteAdded | RouteRemoved | ProbeReply | NeighboursRead | Tick | ConfigReloaded | Offline | Online
          | ActionFailed | ArpGuarded)
 
 
@@ -294,11 +303,18 @@ class Announce:
 @dataclass(frozen=True)
 class StartProbing:
     """Open the probe socket of a NIC for one family, bound to the NIC and to
-    the test address."""
+    the test address; with `arp`, a packet socket bound to the NIC that sends
+    ARP requests from 0.0.0.0."""
     ifname: str
     family: int
     index: int
     source: IP
+    arp: bool = False
+
+
+@dataclass(frozen=True)
+class ReadNeighbours:
+    """Read the host's IPv4 neighbour table once (answered by NeighboursRead)."""
 
 
 @dataclass(frozen=True)
@@ -349,7 +365,7 @@ class GuardArp:
 RouteAction = SetPath | DropPath | InstallRoute | RestoreRoute | DeleteRoute
 
 Action = (PrepareInterface | ReleaseInterface | SetLinkUp | AddAddress | RemoveAddress | Announce
-          | StartProbing | StopProbing | SendProbe | Log | Refused | StateChanged | RouteAction
+          | StartProbing | StopProbing | SendProbe | ReadNeighbours | Log | Refused | StateChanged | RouteAction
           | GuardArp)
 
 ERR, WARNING, INFO = logging.ERROR, logging.WARNING, logging.INFO

@@ -39,19 +39,19 @@ from collections import defaultdict
 from typing import Iterable
 
 from ..config import IP, Address, Config, GroupConfig, InterfaceConfig
-from . import detect, policy, targets, timing
+from . import arp, detect, policy, targets, timing
 from .catalogue import Kind
 from .detect import Fdt, Health, LinkWatcher
 from .ledger import Ledger
 from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
                      AddressRemoved, Announce, ArpGuarded, ConfigReloaded, DeleteRoute, DropPath, Event,
                      GuardArp,
-                     InstallRoute, LinkChanged, LinkInfo, LinkRemoved, Log, Offline, Online,
-                     OwnedRoute, PrepareInterface, ProbeReply, Refused, ReleaseInterface,
+                     InstallRoute, LinkChanged, LinkInfo, LinkRemoved, Log, NeighboursRead, Offline, Online,
+                     OwnedRoute, PrepareInterface, ProbeReply, ReadNeighbours, Refused, ReleaseInterface,
                      RemoveAddress, RestoreRoute, Resynced, RouteAdded, RouteRemoved, SendProbe,
                      SetLinkUp, SetPath, Started, StartProbing, StateChanged, StopProbing, Tick)
 from .routes import GroupView, RouteLedger, declared
-from .probe import KIND_DISCOVERY, Prober
+from .probe import KIND_ARP, KIND_DISCOVERY, Prober
 from .reports import summary
 from .states import GroupState, LinkState, NicState, ProbeState
 
@@ -131,8 +131,14 @@ class Group:
 
 
 def _inst(family: int, nic: Nic) -> str:
-    """in.mpathd's name of one NIC's probing in one family: (inet eth0)."""
+    """in.mpathd's name of one NIC's probing in one family: (inet eth0);
+    (arp eth0) for ARP probing."""
+    if family == 4 and nic.cfg.test_arp:
+        return f"(arp {nic.name})"
     return f"(inet{'' if family == 4 else '6'} {nic.name})"
+
+
+_UNSPECIFIED4 = ipaddress.IPv4Address("0.0.0.0")
 
 
 def _family(addr: Address) -> str:
@@ -161,6 +167,8 @@ class Core:
         # what stands in the way of correct operation, for the status (reports.status)
         self.problems: list[dict] = []
         self.arp_exposed: tuple[str, ...] = ()   # NICs outside the groups with arp_ignore=0
+        self.arp_pins = arp.Pins()
+        self._neighbours_next = float("-inf")   # when the neighbour table may be read again
         self._build(config)
 
     # ------------------------------------------------------------ plumbing
@@ -184,7 +192,7 @@ class Core:
             self.groups.append(g)
             for icfg in gcfg.interfaces:
                 old = old_nics.get(icfg.name)
-                old_test = old.cfg.test if old is not None else ()
+                old_test = (old.cfg.test, old.cfg.test_arp) if old is not None else ()
                 if old is not None and old.cfg.group == icfg.group:
                     nic = old
                     nic.cfg, nic.standby = icfg, icfg.standby
@@ -194,14 +202,16 @@ class Core:
                         nic.take_link(old)
                 g.nics.append(nic)
                 self.nics[nic.name] = nic
-                families = ([4] if icfg.test else []) + ([6] if icfg.test_link_local else [])
+                families = ([4] if icfg.test or icfg.test_arp else []) + ([6] if icfg.test_link_local else [])
                 probers = nic.health.probers
                 kept = {f: p for f, p in probers.items()
-                        if f in families and (f == 6 or old_test == icfg.test)}
+                        if f in families and (f == 6 or old_test == (icfg.test, icfg.test_arp))}
                 for f, p in probers.items():
                     if f not in kept and p.running:
                         self._out.append(StopProbing(nic.name, f))
-                nic.health.probers = {f: kept.get(f) or Prober(f, g.fdt.interval, self.rng) for f in families}
+                nic.health.probers = {f: kept.get(f) or Prober(f, g.fdt.interval, self.rng,
+                                                               arp=f == 4 and icfg.test_arp)
+                                      for f in families}
             self._set_interval(g)
         self._group_by_nic = {n.name: g for g in self.groups for n in g.nics}
         self.ledger.rebuild(self.groups, self.nics)
@@ -292,6 +302,8 @@ class Core:
                 self._route_added(event.route)
             case RouteRemoved():
                 self._route_removed(event.key, event.by_kernel)
+            case NeighboursRead():
+                self._neighbours(event)
             case ActionFailed():
                 self._log(ERR, f"could not carry out {event.action}: {event.error}", Kind.ACTION_FAILED)
                 match event.action:
@@ -723,9 +735,15 @@ class Core:
             self._log(INFO, f"missed sending {missed} probes {_inst(fam, nic)}: mpathd was not scheduled "
                             f"in time", Kind.PROBES_MISSED, g.name, nic.name)
         for pr in probes:
-            self._out.append(SendProbe(nic.name, fam, pr.dst, pr.seq, pr.nonce, pr.kind))
+            if p.arp and pr.kind == KIND_DISCOVERY:
+                self._read_neighbours()
+            else:
+                self._out.append(SendProbe(nic.name, fam, pr.dst, pr.seq, pr.nonce, pr.kind))
         if p.nothing_found():
-            if fam == 4 and self.arp_exposed:
+            if p.arp:
+                why = ("no target is configured, no route on the data subnet has a router, and the neighbour "
+                       "table holds no host on it")
+            elif fam == 4 and self.arp_exposed:
                 why = (f"no answer to an echo to 224.0.0.1 reached {nic.name}, likely because of ARP flux: "
                        f"{', '.join(self.arp_exposed)} (outside the groups, arp_ignore=0) answer ARP for "
                        f"its test address, so the replies go there (set net.ipv4.conf.all.arp_ignore=1)")
@@ -735,12 +753,43 @@ class Core:
                            f"is not possible on {nic.name} until a target is configured or answers",
                       Kind.NO_TARGETS, g.name, nic.name)
 
+    def _read_neighbours(self) -> None:
+        """ARP probing has no multicast echo to find hosts: it asks for the
+        neighbour table, at most once every NEIGH_READ_S for the daemon."""
+        if self.now >= self._neighbours_next:
+            self._neighbours_next = self.now + timing.NEIGH_READ_S
+            self._out.append(ReadNeighbours())
+
+    def _neighbours(self, ev: NeighboursRead) -> None:
+        """Hosts of the neighbour table on a group's subnet become host
+        targets of its ARP probers that have no configured or router target."""
+        for g in self.groups:
+            hosts = targets.neighbour_hosts(g.cfg, ev.addresses, self.ledger.own)
+            for m in g.nics:
+                p = m.health.probers.get(4)
+                if p is None or not p.arp or p.mode != "multicast" or not hosts:
+                    continue
+                p.found()
+                for addr in hosts:
+                    if p.add_host(addr, self.now):
+                        self._log(INFO, f"probe target {addr} found in the neighbour table for {m.name}",
+                                  Kind.TARGET_FOUND, g.name, m.name)
+
     def _probe_reply(self, ev: ProbeReply) -> None:
         nic = self.nics.get(ev.ifname)
         p = nic.health.probers.get(ev.family) if nic else None
         if p is None or not p.running:
             return
         g = self.group_of(nic)
+        if (ev.kind == KIND_ARP) != p.arp:
+            return                                 # from the socket of a prober a reload replaced
+        if ev.kind == KIND_ARP:
+            matched, foreign = self.arp_pins.match(g.name, p, ev, self.now)
+            if foreign is not None:
+                self._log(ERR, f"{foreign} {_inst(ev.family, nic)}", Kind.TARGET_FOREIGN_MAC, g.name, nic.name)
+            if matched is None:
+                return
+            ev = matched
         if ev.kind == KIND_DISCOVERY:
             if (ev.src not in self.ledger.own and p.discovery(ev.nonce)
                     and targets.on_probe_subnet(g.cfg, ev.family, ev.src)):
@@ -798,6 +847,7 @@ class Core:
         if detect.group_failed(nic.health, [m.health for m in g.nics if m is not nic and m.functioning],
                                self.now):
             detect.after_group_failure([m.health for m in g.nics], nic.health)
+            self.arp_pins.forget(g.name)
 
     # --------------------------------------------------- verdicts and policy
 
@@ -978,9 +1028,9 @@ class Core:
             src = self.source(nic, fam)
             want = (nic.present and nic.health.link.state != LinkState.DOWN and not nic.offline
                     and src is not None
-                    and (fam == 6 or (nic.name, nic.cfg.test[0]) in self.ledger.tests_present))
+                    and (fam == 6 or p.arp or (nic.name, nic.cfg.test[0]) in self.ledger.tests_present))
             if want and not p.running and p.start_after <= self.now:
-                self._out.append(StartProbing(nic.name, fam, nic.index, src))   # type: ignore[arg-type]
+                self._out.append(StartProbing(nic.name, fam, nic.index, src, p.arp))   # type: ignore[arg-type]
                 p.start(self.now)
             elif not want and p.running:
                 self._out.append(StopProbing(nic.name, fam))
@@ -996,5 +1046,7 @@ class Core:
                     self._out.append(AddAddress(nic.name, t, test=True))
 
     def source(self, nic: Nic, family: int) -> IP | None:
-        """The source of a NIC's probes in one family."""
-        return nic.cfg.test[0].ip if family == 4 else self.ledger.link_local.get(nic.name)
+        """The source of a NIC's probes in one family (0.0.0.0 for ARP probes)."""
+        if family == 4:
+            return _UNSPECIFIED4 if nic.cfg.test_arp else nic.cfg.test[0].ip
+        return self.ledger.link_local.get(nic.name)

@@ -1,6 +1,8 @@
 """The probe engine: in.mpathd's probe-based failure detection, sans-I/O.
 
-One Prober runs per NIC and address family that has a test address. It
+One Prober runs per NIC and address family that has a test address (or,
+for IPv4, probes with address-less ARP requests: `arp`, which uses the same
+timing and verdicts; core/arp.py matches its replies). It
 decides when to send, to whom, when a probe is lost, and what the probes
 say about the NIC (its verdict). It sends nothing itself: send() returns
 the probes to transmit, and replies come in through reply().
@@ -34,6 +36,7 @@ from .states import ProbeState
 
 UNACKED, ACKED, LOST = "unacked", "acked", "lost"
 KIND_UNICAST, KIND_DISCOVERY = 1, 2
+KIND_ARP = 3                        # an ARP reply: it carries no sequence number and no nonce
 
 
 class RttEstimator:
@@ -91,6 +94,7 @@ class Slot:
     late: bool = False
     status: str = UNACKED
     rtt: float | None = None
+    void: bool = False              # answered from a MAC other than its target's: lost, whatever comes
 
 
 class Probe(NamedTuple):
@@ -120,8 +124,9 @@ class Record(NamedTuple):
 class Prober:
     HISTORY = timing.NUM_PROBE_REPAIRS * timing.MAX_PROBE_TARGETS + 2   # in.mpathd's 52 slots
 
-    def __init__(self, family: int, interval: float, rng: random.Random):
+    def __init__(self, family: int, interval: float, rng: random.Random, arp: bool = False):
         self.family = family
+        self.arp = arp                      # IPv4 by address-less ARP requests instead of ICMP echo
         self.interval = interval            # seconds; the group's FDT / 7
         self.rng = rng
         self.targets: list[Target] = []
@@ -250,9 +255,14 @@ class Prober:
         """Is this the answer to one of our recent discovery probes?"""
         if nonce not in self.discovery_nonces:
             return False
+        self.found()
+        return True
+
+    def found(self) -> None:
+        """Discovery was answered (an echo, or a host in the neighbour table
+        for ARP probing): the next silence is counted afresh."""
         self.discoveries_unanswered = 0
         self.no_targets_reported = False
-        return True
 
     def nothing_found(self) -> bool:
         """True once when discovery has gone unanswered NUM_PROBE_FAILS times
@@ -274,6 +284,21 @@ class Prober:
         self.targets.append(Target(addr, "host"))
         self.mode = "multicast"
         return True
+
+    def outstanding_to(self, addr: IP) -> Slot | None:
+        """The oldest probe to `addr` still within its deadline and not
+        voided: what an ARP reply from `addr` answers (it carries nothing
+        else to match)."""
+        for s in self.outstanding:
+            if s.target.addr == addr and not s.void:
+                return s
+        return None
+
+    def void(self, slot: Slot, now: float) -> None:
+        """A forged or foreign answer to `slot`: it counts as lost at the next
+        expiry (`now`), as if unanswered, and nothing acknowledges it."""
+        slot.void = True
+        slot.deadline = now
 
     def reply(self, src: IP, seq: int, nonce: int, rx: float, sent: float | None = None,
               learn: bool = True) -> str | None:

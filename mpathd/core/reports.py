@@ -38,12 +38,18 @@ def probes(core: Core, now: float, since: int = 0) -> list[dict]:
     `since`, in the order they finished: `ipmpctl probes` follows the stream
     with the last id seen."""
     rows = [{"id": r.id, "time": round(r.time - now, 3), "interface": n.name, "family": fam,
-             "probe": r.seq, "target": r.target, "status": r.status, "rtt_ms": _ms(r.rtt),
+             "method": "arp" if p.arp else "icmp", "probe": r.seq, "target": r.target, "status": r.status, "rtt_ms": _ms(r.rtt),
              "rtt_avg_ms": _ms(r.rtt_avg), "rtt_dev_ms": _ms(r.rtt_dev), "late": r.late}
             for g in core.groups for n in g.nics for fam, p in n.health.probers.items()
             for r in p.records if r.id > since]
     rows.sort(key=lambda row: row["id"])
     return rows
+
+def _mode(p) -> str:
+    """Where a prober's targets come from; ARP probing finds its hosts in
+    the neighbour table where ICMP asks by multicast."""
+    return "neighbours" if p.arp and p.mode == "multicast" else p.mode
+
 
 def status(core: Core, now: float) -> dict:
     """The daemon's state for `ipmpctl --json` (README: a stable contract).
@@ -74,14 +80,16 @@ def status(core: Core, now: float) -> dict:
             })
             if not n.health.probers:
                 target_rows.append({"interface": n.name, "family": None, "mode": "disabled",
-                                    "testaddr": None, "targets": []})
+                                    "method": None, "testaddr": None, "targets": [], "no_targets": False})
             for fam, p in n.health.probers.items():
                 src = core.source(n, fam)
                 target_rows.append({
                     "interface": n.name, "family": fam,
-                    "mode": p.mode if p.running else "disabled",
+                    "mode": _mode(p) if p.running else "disabled",
+                    "method": "arp" if p.arp else "icmp",
                     "testaddr": str(src) if src is not None else None,
                     "targets": [str(t.addr) for t in p.active_targets(now)] if p.running else [],
+                    "no_targets": p.running and p.no_targets_reported,
                     "rtt": {str(t.addr): {"avg_ms": _ms(t.rtt.avg), "dev_ms": _ms(t.rtt.dev)}
                             for t in p.targets if t.rtt.avg is not None}})
         active = [n.name for n in g.nics if n.active]
@@ -95,7 +103,7 @@ def status(core: Core, now: float) -> dict:
             "standby": False, "inactive": False, "link": n.health.link.state, "probe": ProbeState.DISABLED,
             "present": True, "offline": False, "mac": n.mac, "probes": {}})
         target_rows.append({"interface": n.name, "family": None, "mode": "disabled",
-                            "testaddr": None, "targets": []})
+                            "method": None, "testaddr": None, "targets": [], "no_targets": False})
     return {"groups": groups, "interfaces": interfaces, "addresses": addresses,
             "targets": target_rows, "routes": routes(core),
             "problems": list(core.problems), "summary": summary(core.groups)}

@@ -11,7 +11,10 @@ In order of preference (Solaris IPMP):
 An address of this host is never a target, whatever the source: its echo
 would come back through the host itself and hide a dead NIC.
 
-For IPv4 the probe subnet is that of the group's test addresses. IPv6 probes
+For IPv4 the probe subnet is that of the group's test addresses; when a
+member probes with ARP (it has no test address), the group's IPv4 data
+subnets are probe subnets too, and instead of multicast discovery the hosts
+come from the host's neighbour table (neighbour_hosts). IPv6 probes
 come from link-local addresses, so an IPv6 router target is a link-local
 next hop, or a next hop on one of the group's IPv6 data prefixes.
 """
@@ -28,7 +31,9 @@ def _on_subnet(group: GroupConfig, family: int, ip: IP) -> bool:
     if ip.version != family or ip.is_multicast or ip.is_unspecified:
         return False
     if family == 4:
-        return any(ip in t.network for i in group.interfaces for t in i.test)
+        return (any(ip in t.network for i in group.interfaces for t in i.test)
+                or (any(i.test_arp for i in group.interfaces)
+                    and any(ip in a.network for a in _data(group) if a.version == 4)))
     return ip.is_link_local or any(ip in a.network for a in _data(group) if a.version == 6)
 
 
@@ -68,3 +73,9 @@ def choose(group: GroupConfig, family: int, routes: Iterable[OwnedRoute],
 def on_probe_subnet(group: GroupConfig, family: int, ip: IP) -> bool:
     """May a host that answered multicast discovery be a target?"""
     return _on_subnet(group, family, ip)
+
+
+def neighbour_hosts(group: GroupConfig, neighbours: Iterable[IP], own: set[IP]) -> list[IP]:
+    """The hosts of the neighbour table that may be ARP probe targets: on
+    the group's IPv4 probe subnet and not this host's own."""
+    return [ip for ip in dict.fromkeys(neighbours) if ip not in own and _on_subnet(group, 4, ip)]

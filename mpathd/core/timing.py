@@ -147,3 +147,10 @@ ROUTE_RETRY_MAX_S = 60.0
 # once that news has been read, so that it is not re-made on the NIC going
 # down; 20 ms is far above that gap and far below what a peer notices.
 KERNEL_NEWS_S = 0.02
+
+# ARP probing finds host targets in the host's neighbour table (there is no
+# multicast echo to ask). While a group needs hosts, the table is read at
+# most once every NEIGH_READ_S: one netlink dump costs about a millisecond,
+# so this is below 0.1% of a core, and a host that enters the table is a
+# target within a second.
+NEIGH_READ_S = 1.0

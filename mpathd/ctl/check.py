@@ -3,14 +3,17 @@
 It reads the two files (any error there is the usual one line, exit 2),
 then looks at the NICs as the kernel has them now and lists every problem
 an IPMP group would have: missing NICs, duplicate MACs, mixed link types,
-sysctls that break IPMP, a group's subnet also used outside it, and address
-families that not every member can carry.
+sysctls that break IPMP, a group's subnet also used outside it, address
+families that not every member can carry, and ARP probing (`test: [arp]`)
+on a NIC that cannot send ARP or in a group whose targets can only come from
+the neighbour table.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 
 from pyroute2 import IPRoute
 
@@ -26,6 +29,14 @@ def _ipv6_disabled(ifname: str) -> bool:
         return True
 
 
+_ARPHRD_ETHER = 1
+
+
+def _router_on(gateways: list[str | None], nets) -> bool:
+    return any(gw is not None and any(ipaddress.ip_address(gw) in net for net in nets if net.version == 4)
+               for gw in gateways)
+
+
 def problems(cfg: Config) -> list[str]:
     out: list[str] = []
     with IPRoute() as ipr:
@@ -34,6 +45,7 @@ def problems(cfg: Config) -> list[str]:
         addrs = [(by_index.get(m["index"], "?"),
                   ipaddress.ip_interface(f"{m.get_attr('IFA_LOCAL') or m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"))
                  for m in ipr.get_addr()]
+        routes = [r.get_attr("RTA_GATEWAY") for r in ipr.get_routes(family=socket.AF_INET)]
     for g in cfg.groups:
         members = [i.name for i in g.interfaces]
         present = [n for n in members if n in links]
@@ -58,13 +70,23 @@ def problems(cfg: Config) -> list[str]:
             if ifname not in members and any(a.ip in net for net in nets) and not a.ip.is_link_local:
                 out.append(f"group {g.name}: {ifname} has {a}, on the group's subnet, but is not in the "
                            f"group; one subnet belongs to one group")
-        v4_test = [i.name for i in g.interfaces if i.test]
+        v4_test = [i.name for i in g.interfaces if i.test or i.test_arp]
+        arp = [i.name for i in g.interfaces if i.test_arp]
+        for n in arp:
+            if n in links and links[n]["ifi_type"] != _ARPHRD_ETHER:
+                out.append(f"group {g.name}: {n} probes with 'arp' but is not an Ethernet NIC "
+                           f"(type {links[n]['ifi_type']}); give it an IPv4 test address instead")
+        if arp and not any(t.version == 4 for t in g.targets) and not _router_on(routes, nets):
+            out.append(f"group {g.name}: {', '.join(arp)} probe with 'arp', but no target is configured "
+                       f"and no IPv4 route has its router on the group's subnet: targets can only come "
+                       f"from the neighbour table, and until a host is there the NICs are not probed")
         v6_test = [i.name for i in g.interfaces if i.test_link_local]
         for fam, probing in ((4, v4_test), (6, v6_test)):
             if probing and len(probing) != len(members):
                 missing = [n for n in members if n not in probing]
                 out.append(f"group {g.name}: {', '.join(missing)} not probing over IPv{fam} like "
-                           f"{', '.join(probing)}: give every member an IPv{fam} test address or none")
+                           f"{', '.join(probing)}: give every member an IPv{fam} test address"
+                           f"{' (or arp)' if fam == 4 else ''} or none")
         if any(a.version == 6 for i in g.interfaces for a in i.data) or any(a.version == 6 for a in g.data) \
                 or v6_test:
             for n in present:

@@ -71,13 +71,15 @@ VIEWS: dict[str, tuple[str, list[Field]]] = {
     ]),
     "targets": ("targets", [
         ("INTERFACE", 12, lambda t: t["interface"]),
-        ("MODE", 10, lambda t: t["mode"]),
+        ("MODE", 10, lambda t: f"arp/{t['mode']}" if t["method"] == "arp" and t["mode"] != "disabled"
+         else t["mode"]),
         ("TESTADDR", 26, lambda t: t["testaddr"] or ""),
-        ("TARGETS", 38, lambda t: " ".join(t["targets"])),
+        ("TARGETS", 38, lambda t: "(none found)" if t["no_targets"] else " ".join(t["targets"])),
     ]),
     "probes": ("probes", [
         ("TIME", 10, lambda p: f"{p['time']:.2f}s"),
         ("INTERFACE", 12, lambda p: p["interface"]),
+        ("MODE", 5, lambda p: p["method"]),
         ("PROBE", 7, lambda p: str(p["probe"])),
         ("RTT", 10, lambda p: _ms(p["rtt_ms"])),
         ("RTTAVG", 10, lambda p: _ms(p["rtt_avg_ms"])),

@@ -603,15 +603,29 @@ class Monitor:
         self.proc.wait()
 
 
+# Only the process that built the labs tears them down: a process forked
+# from it (pyroute2's IPRoute(netns=...) runs one, and ends it with SIGTERM)
+# inherits these handlers and must leave the namespaces alone.
+_OWNER = os.getpid()
+
+
 def _cleanup_all() -> None:
+    if os.getpid() != _OWNER:
+        return
     for lab in list(_live):
         lab.destroy()
+
+
+def _terminated(signo: int, _frame) -> None:
+    if os.getpid() != _OWNER:
+        os._exit(128 + signo)
+    sys.exit(128 + signo)
 
 
 atexit.register(_cleanup_all)
 for _sig in (signal.SIGTERM, signal.SIGHUP):
     if signal.getsignal(_sig) in (signal.SIG_DFL, None):
-        signal.signal(_sig, lambda signo, _f: sys.exit(128 + signo))
+        signal.signal(_sig, _terminated)
 
 
 def wait_for(predicate, timeout: float = 10, interval: float = 0.02, what: str = "condition"):

@@ -514,3 +514,14 @@ def test_neighbour_retry_interval_has_a_floor_and_is_given_back_on_leaving():
     assert {(a.ifname, a.neigh_retrans_ms) for a in out if isinstance(a, PrepareInterface)} == \
         {("eth0", 100), ("eth1", 100)}
     assert [a.ifname for a in out if isinstance(a, ReleaseInterface)] == ["eth2"]
+
+
+def test_a_failed_nics_neighbours_are_flushed_once_per_family_not_per_address():
+    many = TWO.replace("data: [192.0.2.100/24,", "data: [192.0.2.100/24, 192.0.2.102/24, 192.0.2.103/24,")
+    kern = FakeKernel(many)
+    out = kern.link("eth0", False)
+    moved = moves(out)
+    assert len(moved) == 4
+    assert sorted(m.address.version for m in moved if m.flush_neighbours) == [4, 6]
+    assert moved.index(next(m for m in moved if m.flush_neighbours and m.address.version == 4)) == \
+        max(i for i, m in enumerate(moved) if m.address.version == 4)

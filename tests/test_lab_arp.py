@@ -48,8 +48,8 @@ def test_silent_loss_fails_an_arp_nic_within_the_fdt_and_repair_brings_it_back(m
     row = rows(d)["eth0"]
     assert (row["method"], row["mode"], row["testaddr"], row["targets"]) == ("arp", "routes", "0.0.0.0", [ROUTER4])
     assert "arp/routes" in d.ctl("targets").stdout
-    wait_for(lambda: d.status()["probes"], what="a finished probe")
-    assert {p["method"] for p in d.status()["probes"]} == {"arp"}
+    wait_for(lambda: d.request("probes")["probes"], what="a finished probe")
+    assert {p["method"] for p in d.request("probes")["probes"]} == {"arp"}
     assert " arp " in d.ctl("probes", "--once").stdout
     no_test_addresses(lab)
     lab.drop("eth0")

@@ -70,7 +70,7 @@ def test_nexthops_groups_and_routes(make_lab):
     lab.sh("host", "ip", "addr", "add", "2001:db8:1::10/64", "dev", "eth0", "nodad")
     with IPRoute(netns=lab.host) as ipr:
         k = KernelRoutes(ipr)
-        eth0, eth1 = (ipr.link_lookup(ifname=n)[0] for n in ("eth0", "eth1"))
+        eth0, eth1 = (lab.ip_json("host", "link", "show", n)[0]["ifindex"] for n in ("eth0", "eth1"))
         k.set_nexthop(1, socket.AF_INET, eth0, ROUTER4)
         k.set_nexthop(2, socket.AF_INET, eth1, ROUTER4)
         k.set_nexthop(3, socket.AF_INET6, eth0, ROUTER6)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import defaultdict
+from dataclasses import replace
 from typing import Iterable
 
 from ..config import IP, Address, Config, GroupConfig, InterfaceConfig
@@ -885,8 +886,13 @@ class Core:
         # removal may make the kernel drop routes the second pass restores).
         views = self._route_views()
         self._reconcile_routes(views)
-        for action in self._retire:
-            self._emit(action)
+        # The old copies go; a failed NIC's neighbour queue is flushed once per
+        # family, with its last address of that family (one dump, not one
+        # per address).
+        last = {(r.ifname, r.address.version): i for i, r in enumerate(self._retire)}
+        for i, action in enumerate(self._retire):
+            flush = action.flush_neighbours and last[(action.ifname, action.address.version)] == i
+            self._emit(action if flush == action.flush_neighbours else replace(action, flush_neighbours=flush))
         if self._retire:
             self._retire = []
             self._reconcile_routes(views)

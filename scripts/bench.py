@@ -243,6 +243,15 @@ def silent_loss(p: dict) -> dict:
     return out
 
 
+def until_on(mon, nic: str, after: float, timeout: float, failure: str) -> float:
+    """Seconds from `after` until DATA appeared on `nic`; Failed(failure) if
+    it did not within `timeout` s."""
+    when = mon.added(DATA, nic, after, timeout=timeout)
+    if when is None:
+        raise Failed(failure)
+    return when - after
+
+
 def silent_trials(lab: Lab, fdt: float, trials: int) -> dict:
     """Drop every frame of eth0 `trials` times while a peer streams to DATA:
     detection (drop to DATA on eth1), the peer's outage, and repair."""
@@ -255,17 +264,11 @@ def silent_trials(lab: Lab, fdt: float, trials: int) -> dict:
             time.sleep(0.5)
             lab.drop("eth0")
             t_drop = time.time()
-            t_moved = mon.added(DATA, "eth1", t_drop, timeout=3 * fdt + 5)
-            if t_moved is None:
-                raise Failed(f"no failover after silent loss at FDT {fdt} s")
-            det.append(t_moved - t_drop)
+            det.append(until_on(mon, "eth1", t_drop, 3 * fdt + 5, f"no failover after silent loss at FDT {fdt} s"))
             outs.append(longest(finish(client, echo), t_drop, fdt + 1))
             lab.undrop("eth0")
-            t_fix = time.time()
-            t_back = mon.added(DATA, "eth0", t_fix, timeout=4 * fdt + 5)
-            if t_back is None:
-                raise Failed(f"no failback after the path returned at FDT {fdt} s")
-            rep.append(t_back - t_fix)
+            rep.append(until_on(mon, "eth0", time.time(), 4 * fdt + 5,
+                                f"no failback after the path returned at FDT {fdt} s"))
             time.sleep(0.3)
     finally:
         mon.close()

@@ -552,6 +552,14 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+# Below this (ms) section 1's figures are noise: the stream reads gaps under
+# 1.5 ms as 0, and `ip monitor` stamps an event when it reads it, so a move
+# reads about 0.1 ms when ip reads the carrier loss and the address in one go
+# and 1-2 ms when it reads them apart (section 1's trials scatter from 0.0 to
+# 2.1 ms). Section 6's budget takes section 1's figures as at least this.
+RESOLUTION_MS = 1.5
+
+
 def ms(x: float) -> str:
     return f"{x:.1f}"
 
@@ -669,7 +677,8 @@ def report(r: dict, command: str, plot: str | None) -> str:
                   f"outside the group, and {x['addresses']} data addresses on eth0. The peer streams to the "
                   f"first of them; the last row is the carrier loss to the last of the {x['addresses']} on eth1. "
                   "Budget: the outage at failover and the streamed address's move within 2 × section 1's "
-                  "median and max.", "",
+                  f"median and max, each of those taken as at least {RESOLUTION_MS} ms, what the stream and "
+                  "the monitor can resolve.", "",
                   "| ms | trials | min | median | p95 | max |", "|---|---|---|---|---|---|",
                   row("outage at failover", x["failover_ms"]), row("outage at failback", x["failback_ms"]),
                   row("carrier loss → address moved", x["move_ms"]),
@@ -677,8 +686,9 @@ def report(r: dict, command: str, plot: str | None) -> str:
         if "link" in r:
             for what, key in (("outage at failover", "failover_ms"), ("move", "move_ms")):
                 big, small = x[key], r["link"][key]
+                ok = all(big[k] <= 2 * max(small[k], RESOLUTION_MS) for k in ("median", "max"))
                 budgets.append((f"{what} with {x['routes']:,} routes, {x['addresses']} addresses ≤ 2 × section 1",
-                                big["median"] <= 2 * small["median"] and big["max"] <= 2 * small["max"],
+                                ok,
                                 f"median {big['median']:.1f} / max {big['max']:.1f} ms against "
                                 f"{small['median']:.1f} / {small['max']:.1f} ms"))
         else:

@@ -336,8 +336,10 @@ def parse_groups(text: str, path: str) -> tuple[GroupConfig, ...]:
                 raise doc.fail(node, f"{where} targets: {text_!r} listed twice")
             targets.append(t)
         spreading = doc.boolean(g["spreading"][1], f"{where} spreading") if "spreading" in g else True
-        data_ips = {a.ip for a in gdata} | {a.ip for i in ifaces for a in i.data}
-        routes = _routes(doc, g["routes"][1], where, {i.name for i in ifaces}, data_ips) if "routes" in g else ()
+        data = [*gdata, *(a for i in ifaces for a in i.data)]
+        nets = {a.network for a in data} | {t.network for i in ifaces for t in i.test}
+        routes = (_routes(doc, g["routes"][1], where, {i.name for i in ifaces}, {a.ip for a in data}, nets)
+                  if "routes" in g else ())
         groups.append(GroupConfig(gname, tuple(ifaces), tuple(gdata), tuple(targets), routes, spreading))
     return tuple(groups)
 
@@ -350,7 +352,7 @@ _ROUTE_KEYS = ("to", "via", "dev", "table", "metric", "src", "onlink", "mtu_lock
 
 
 def _routes(doc: _Doc, node: yaml.Node, where: str, ifnames: set[str],
-            data_ips: set[IP]) -> tuple[RouteConfig, ...]:
+            data_ips: set[IP], nets: set) -> tuple[RouteConfig, ...]:
     """`routes:` of a group: a list of mappings in ip-route's words, e.g.
     {to: default, via: 192.0.2.1, metric: 100, mtu: 1400}."""
     if not isinstance(node, yaml.SequenceNode):
@@ -425,6 +427,10 @@ def _routes(doc: _Doc, node: yaml.Node, where: str, ifnames: set[str],
                 attrs.append((key, True))
         if "mtu_lock" in f and "mtu" not in f:
             raise doc.fail(f["mtu_lock"][1], f"{what}: mtu_lock needs mtu")
+        if (via is not None and not via.is_link_local and not any(via in net for net in nets)
+                and dict(attrs).get("onlink") is not True):
+            raise doc.fail(f["via"][1], f"{what}: via {via} is on none of the group's subnets; "
+                                        f"give onlink: true if the router is on the link all the same")
         if "pref" in f:
             text, n = scalar("pref")
             if dst.version != 6 or text not in ("low", "medium", "high"):

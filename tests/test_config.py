@@ -175,6 +175,7 @@ def test_declared_routes_parse():
     ("{to: default, via: 192.0.2.1, pref: high}", "IPv6 routes only"),
     ("{to: default, via: 192.0.2.1, color: red}", "unknown key 'color'"),
     ("{to: default, via: 224.0.0.1}", "not a unicast address"),
+    ("{to: default, via: 203.0.113.77}", "on none of the group's subnets"),
 ])
 def test_bad_routes_name_the_line(route, words):
     text = ("groups:\n  ipmp0:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n"
@@ -183,8 +184,16 @@ def test_bad_routes_name_the_line(route, words):
     assert e.line == 7 and words in e.message, e.message
 
 
+def test_a_router_off_the_groups_subnets_needs_onlink():
+    base = "groups:\n  ipmp0:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n    routes:\n"
+    (g,) = groups(base + "      - {to: default, via: 203.0.113.77, onlink: true}\n")
+    assert str(g.routes[0].via) == "203.0.113.77"
+    (g,) = groups(base + "      - {to: '2001:db8:9::/48', via: 'fe80::1'}\n")
+    assert str(g.routes[0].via) == "fe80::1"
+
+
 def test_a_route_declared_twice_is_refused():
-    text = ("groups:\n  ipmp0:\n    interfaces:\n      eth0: {}\n    routes:\n"
+    text = ("groups:\n  ipmp0:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n    routes:\n"
             "      - {to: default, via: 192.0.2.1}\n      - {to: default, via: 192.0.2.2}\n")
     e = error(text)
     assert e.line == 7 and "declared twice (also on line 6)" in e.message

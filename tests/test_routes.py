@@ -18,8 +18,8 @@ def route(dst="0.0.0.0/0", gw=GW, home="eth0", metric=0, table=254, declared=Fal
                       None if prefsrc is None else ipaddress.ip_address(prefsrc), declared=declared)
 
 
-def view(active, spreading=True, holder=lambda home, fam: None, on_link=lambda ip: None):
-    return GroupView("ipmp0", spreading, tuple(active), holder, on_link)
+def view(active, spreading=True, holder=lambda home, fam: None, on_link=lambda ip: None, linked=()):
+    return GroupView("ipmp0", spreading, tuple(active), holder, on_link, frozenset(linked))
 
 
 def settle(ledger, *views, now=0.0):
@@ -206,3 +206,20 @@ def test_a_refused_path_is_asked_again_at_once_with_other_members():
     assert settle(led, view([ETH0]), now=0.1) == []           # the same again: after the back-off
     out = settle(led, view([ETH1]), now=0.1)
     assert [type(a) for a in out] == [SetPath] and out[0].members == (ETH1,)
+
+
+def test_in_a_group_failure_what_the_kernel_flushed_goes_back_on_a_linked_nic():
+    """Every member lost its carrier (the kernel deleted the group and its
+    routes), then the links came back but the NICs are still failed (flap
+    damping, or waiting for probe answers): nothing moves, but the routes
+    come back where they were, on the NICs that have carrier."""
+    led = RouteLedger()
+    led.learn(route(), "ipmp0")
+    settle(led, view([ETH0, ETH1]))
+    led.forget("eth0")
+    led.forget("eth1")
+    assert settle(led, view([])) == []                           # no carrier anywhere: nothing to do
+    out = settle(led, view([], linked=["eth1"]))
+    assert [type(a) for a in out] == [SetPath, InstallRoute] and out[0].members == (ETH1,)
+    out = settle(led, view([ETH0, ETH1]))                          # repaired: spread again
+    assert out == [SetPath(PathKey("ipmp0", 4, GW, None), (ETH0, ETH1))]

@@ -590,7 +590,9 @@ class Core:
 
         return [GroupView(g.name, g.cfg.spreading,
                           tuple((n.name, n.index) for n in g.nics if n.active and n.present),  # type: ignore[misc]
-                          holder, on_link(g)) for g in self.groups]
+                          holder, on_link(g),
+                          frozenset(n.name for n in g.nics if n.present and n.health.link.state == LinkState.UP))
+                for g in self.groups]
 
     def _forget_routes(self, ifname: str) -> None:
         """The NIC went down or away, and the kernel deleted its nexthops:

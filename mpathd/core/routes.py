@@ -48,6 +48,7 @@ class GroupView(NamedTuple):
     active: Members                              # active NICs (name, ifindex)
     holder: Callable[[str, int], str | None]     # (home NIC, family) -> NIC holding its addresses
     on_link: Callable[[IP], str | None]          # router -> NIC holding a data address on its prefix
+    linked: frozenset[str] = frozenset()         # NICs with carrier (in a group failure, routes stay there)
 
 
 def spreads(route: OwnedRoute, group: GroupView) -> bool:
@@ -104,6 +105,7 @@ class RouteLedger:
         self.routes: dict[RouteKey, OwnedRoute] = {}
         self.group_of: dict[RouteKey, str] = {}
         self.paths: dict[PathKey, Members] = {}          # believed members
+        self.last: dict[PathKey, Members] = {}           # the members each path was last given
         self.installed: dict[RouteKey, PathKey] = {}     # believed route -> path
         # refused: what -> (due, back-off, what was asked: a path's members, a route's path)
         self._retry: dict[RouteKey | PathKey, tuple[float, float, object]] = {}
@@ -242,8 +244,9 @@ class RouteLedger:
                 path = path_of(route, g)
                 if path not in wanted:
                     want = members_of(path, g)
-                    if want is None:
-                        want = self.paths.get(path)      # group failure: nothing moves
+                    if want is None:                     # group failure: nothing moves, and what
+                        want = self.paths.get(path) or tuple(   # the kernel flushed goes back on
+                            m for m in self.last.get(path, ()) if m[0] in g.linked) or None  # a linked NIC
                     if want is None:
                         continue
                     wanted[path] = want
@@ -251,7 +254,7 @@ class RouteLedger:
         for path, want in wanted.items():
             if self.paths.get(path) == want or waiting(path, want):
                 continue
-            self.paths[path] = want
+            self.paths[path] = self.last[path] = want
             if path.gateway is not None:
                 out.append(SetPath(path, want))
             else:                                 # no nexthop object: each route moves itself
@@ -264,6 +267,7 @@ class RouteLedger:
                 out.append(InstallRoute(route, path, self.paths[path]))
         for path in [p for p in self.paths if p not in wanted]:
             del self.paths[path]
+            self.last.pop(path, None)
             if path.gateway is not None:
                 out.append(DropPath(path))
         return out

@@ -177,3 +177,30 @@ def test_man_page_lists_the_event_catalogue():
     page = (ROOT / "man/man8/mpathd.8").read_text()
     listed = re.findall(r'^\.BI (\S+) " ([0-9a-f]{32})"$', page, re.M)
     assert listed == [(k.value, k.message_id) for k in Kind]
+
+
+def test_outbound_lists_the_active_nics_as_ipmpstat_does():
+    """With spreading, outbound traffic from an address leaves by every
+    active NIC of its group; without, by the NIC that holds it."""
+    fields = ctl.select_fields("addresses", "address,inbound,outbound", parsable=True)
+    assert ctl.render(STATUS["addresses"], fields, parsable=True)[0] == "2001\\:db8\\:1\\:\\:100/64:eth1:eth1"
+    net = Net("""
+        groups:
+          ipmp0:
+            interfaces:
+              eth0: {data: [192.0.2.100/24]}
+              eth1: {data: [192.0.2.101/24]}
+              eth2: {standby: true}
+        """)
+    rows = ctl.render(status(net.core, net.now)["addresses"], fields, parsable=True)
+    assert rows == ["192.0.2.100/24:eth0:eth0 eth1", "192.0.2.101/24:eth1:eth0 eth1"]
+    net = Net("""
+        groups:
+          ipmp0:
+            spreading: false
+            interfaces:
+              eth0: {data: [192.0.2.100/24]}
+              eth1: {data: [192.0.2.101/24]}
+        """)
+    rows = ctl.render(status(net.core, net.now)["addresses"], fields, parsable=True)
+    assert rows == ["192.0.2.100/24:eth0:eth0", "192.0.2.101/24:eth1:eth1"]

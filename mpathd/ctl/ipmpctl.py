@@ -66,7 +66,7 @@ VIEWS: dict[str, tuple[str, list[Field]]] = {
         ("STATE", 7, lambda a: "up" if a["interface"] else "down"),
         ("GROUP", 12, lambda a: a["group"]),
         ("INBOUND", 12, lambda a: a["interface"] or ""),
-        ("OUTBOUND", 12, lambda a: a["interface"] or ""),
+        ("OUTBOUND", 16, lambda a: " ".join(a["outbound"])),
         ("HOME", 12, lambda a: a["home"] or ""),
     ]),
     "targets": ("targets", [

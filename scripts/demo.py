@@ -6,7 +6,6 @@ probes catch it; then the path is repaired. Along the way, 32 flows from one
 data address show outbound load spreading over the active NICs. It takes
 under 15 s."""
 
-import json
 
 import signal
 import subprocess

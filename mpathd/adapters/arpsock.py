@@ -31,13 +31,13 @@ from typing import Callable
 
 from ..core.events import ProbeReply, SendProbe
 from ..core.probe import KIND_ARP
+from .probesock import SO_TIMESTAMPNS, received_at
 
 log = logging.getLogger("mpathd")
 
 ETH_P_ARP = 0x0806
 _ARP_REPLY = 2
 _SO_ATTACH_FILTER = 26
-_SO_TIMESTAMPNS = 35
 _FRAME = 42                                 # Ethernet header 14 + ARP for IPv4 over Ethernet 28
 _TPA = 38                                   # offset of the ARP target IP in the frame
 _WARN_EVERY_S = 10.0
@@ -85,7 +85,7 @@ class _Sock:
             if len(self.mac) != 6:
                 raise OSError(f"{ifname} has no Ethernet address")
             _attach(s, reply_filter(self.mac))
-            s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             s.bind((ifname, ETH_P_ARP))
         except BaseException:
             s.close()
@@ -150,11 +150,7 @@ class ArpSockets:
         except OSError as e:
             log.warning("ARP probe socket of %s: %s", s.ifname, e.strerror)
             return
-        rx = time.monotonic()
-        for level, kind, value in anc:
-            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
-                sec, nsec = struct.unpack("qq", value[:16])
-                rx = (sec * 1_000_000_000 + nsec - (time.time_ns() - time.monotonic_ns())) / 1e9
+        rx = received_at(anc)
         # the filter passed an ARP reply to our MAC; IPv4 over Ethernet is
         # checked here (hardware type, protocol type, address lengths)
         if len(data) < _FRAME or data[14:20] != b"\x00\x01\x08\x00\x06\x04":

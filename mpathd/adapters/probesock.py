@@ -39,7 +39,17 @@ log = logging.getLogger("mpathd")
 
 PAYLOAD = struct.Struct("!QQB3x")           # nonce, send time (ns), kind
 _SEQ = struct.Struct("!H")
-_SO_TIMESTAMPNS = 35
+SO_TIMESTAMPNS = 35
+
+
+def received_at(anc) -> float:
+    """When the kernel received a datagram (SO_TIMESTAMPNS, on the real-time
+    clock), on the monotonic clock the core uses; now if it gave none."""
+    for level, kind, value in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+            sec, nsec = struct.unpack("qq", value[:16])
+            return (sec * 1_000_000_000 + nsec - (time.time_ns() - time.monotonic_ns())) / 1e9
+    return time.monotonic()
 _SOL_RAW = 255
 _ICMP_FILTER = 1                            # IPv4 raw, level SOL_RAW: bitmask of types to block
 _ICMP6_FILTER = 1
@@ -85,7 +95,7 @@ class _Sock:
             s.bind((str(source), 0, 0, index))
             header = bytes(IPv6() / ICMPv6EchoRequest(id=ident, seq=0))[40:48]
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-        s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.sock = s
         # the probe, patched in place for each send: type, code, checksum,
         # id (from scapy), then sequence number and payload
@@ -157,12 +167,7 @@ class ProbeSockets:
         except OSError as e:
             log.warning("probe socket of %s (IPv%d): %s", s.ifname, s.family, e.strerror)
             return
-        rx = time.monotonic()
-        for level, kind, value in anc:
-            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(value) >= 16:
-                sec, nsec = struct.unpack("qq", value[:16])
-                rx = (sec * 1_000_000_000 + nsec - (time.time_ns() - time.monotonic_ns())) / 1e9
-        reply = self._parse(s, data, addr[0], rx)
+        reply = self._parse(s, data, addr[0], received_at(anc))
         if reply is not None:
             self._deliver(reply)
 

@@ -45,7 +45,7 @@ from .catalogue import Kind
 from .detect import Fdt, Health, LinkWatcher
 from .ledger import Ledger
 from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
-                     AddressRemoved, Announce, ArpGuarded, ConfigReloaded, DeleteRoute, DropPath, Event,
+                     AddressRemoved, Announce, ArpGuarded, ConfigReloaded, DeleteRoute, Event,
                      GuardArp,
                      InstallRoute, LinkChanged, LinkInfo, LinkRemoved, Log, NeighboursRead, Offline, Online,
                      OwnedRoute, PrepareInterface, ProbeReply, ReadNeighbours, Refused, ReleaseInterface,

@@ -755,7 +755,14 @@ def report(r: dict, command: str, plot: str | None) -> str:
         lines += ["## What limits the missed budgets", ""]
         lines += [f"* **{name}.** {LIMITS.get(name.split(' at ')[0].removesuffix(' (ARP)'), 'Not analysed yet.')}" for name in missed]
         lines.append("")
+    if BY_HAND.exists():            # what needs two builds side by side, kept with the report
+        lines += [BY_HAND.read_text().rstrip(), ""]
     return "\n".join(lines)
+
+
+# Measurements no run of this script can make (a build with a mechanism and
+# one without, side by side), with how each was made; the report carries them.
+BY_HAND = ROOT / "bench" / "by-hand.md"
 
 
 # What is known to hold each budget back, shown when it is missed.

@@ -453,6 +453,13 @@ class Lab:
         """The NIC is removed from the host (RTM_DELLINK)."""
         self.sh("host", "ip", "link", "del", nic)
 
+    def rename(self, nic: str, new: str) -> None:
+        """A live rename as udev or an operator does it: Linux renames only a
+        NIC that is down, so down, the new name, up. Its switch port keeps
+        its name (p-<nic>): cut(nic) still breaks it."""
+        for argv in (("down",), ("name", new), ("up",)):
+            self.sh("host", "ip", "link", "set", nic if argv[0] != "up" else new, *argv)
+
     def replug(self, nic: str, up: bool = True) -> None:
         """The NIC is back under its name, a new device (RTM_NEWLINK with a
         new index); with up=False it stays administratively down, as a NIC

@@ -11,7 +11,7 @@ from mpathd.config import Config, Defaults, parse_groups
 from mpathd.core import timing
 from mpathd.core.catalogue import Kind
 from mpathd.core.events import (AddAddress, AddressAdded, AddressRemoved, Announce, LinkChanged,
-                                LinkInfo, LinkRemoved, Log, PrepareInterface, RemoveAddress,
+                                LinkInfo, LinkRemoved, LinkRenamed, Log, PrepareInterface, RemoveAddress,
                                 Resynced, SetLinkUp, Started, Tick)
 from mpathd.core.machine import Core
 from mpathd.core.reports import status, summary
@@ -525,3 +525,38 @@ def test_a_failed_nics_neighbours_are_flushed_once_per_family_not_per_address():
     assert sorted(m.address.version for m in moved if m.flush_neighbours) == [4, 6]
     assert moved.index(next(m for m in moved if m.flush_neighbours and m.address.version == 4)) == \
         max(i for i, m in enumerate(moved) if m.address.version == 4)
+
+
+def rename(kern, old, new):
+    """The kernel renames a NIC: same index, its addresses with it."""
+    kern.index[new], kern.running[new] = kern.index[old], kern.running.pop(old)
+    kern.kernel[new] = kern.kernel.pop(old)
+    return kern.do(LinkRenamed(old, kern.info(new)))
+
+
+def test_a_live_rename_keeps_the_addresses_and_moves_them_into_the_group():
+    kern = FakeKernel(TWO)
+    out = rename(kern, "eth0", "lan0")
+    assert "IP interface eth0 of group g was renamed lan0 (index 1)" in kern.logs(out)
+    assert "IP interface failure detected on eth0 of group g" in kern.logs(out)
+    # make-before-break off the renamed NIC (checked by FakeKernel), no copy removed as foreign
+    assert kern.holder("192.0.2.100/24") == kern.holder("2001:db8:1::100/64") == "eth1"
+    assert {(a.ifname, a.moved_to) for a in moves(out)} == {("lan0", "eth1")}
+    assert RemoveAddress("lan0", A("192.0.2.10/32")) in out
+    assert not any("appeared on" in t for t in kern.logs())
+    assert kern.core.nics["eth0"].state().value == "failed"
+
+
+def test_a_nic_renamed_to_a_configured_name_joins_and_is_watched():
+    yaml = TWO.replace("eth0:", "lan0:")
+    kern = FakeKernel(yaml, present=["eth0", "eth1"])      # udev has not renamed it yet
+    assert kern.holder("192.0.2.100/24") == "eth1"
+    kern.link("eth0", False)                               # the operator or udev: down, rename, up
+    rename(kern, "eth0", "lan0")
+    out = kern.link("lan0", True)
+    assert kern.holder("192.0.2.100/24") == kern.holder("2001:db8:1::100/64") == "lan0"
+    assert AddAddress("lan0", A("192.0.2.10/24"), test=True) in kern.actions
+    assert f"IP interface lan0 of group g is present (index {kern.index['lan0']})" in kern.logs()
+    out = kern.link("lan0", False)
+    assert "IP interface failure detected on lan0 of group g" in kern.logs(out)
+    assert kern.holder("192.0.2.100/24") == "eth1"

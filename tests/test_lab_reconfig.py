@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from lab import ROUTER4, TRIO_GROUP, mac_of, wait_for
+from lab import ROUTER4, ROUTER6, TRIO_GROUP, mac_of, wait_for
 
 GROUP = TRIO_GROUP
 FDT = "FAILURE_DETECTION_TIME=1000\n"
@@ -177,3 +177,53 @@ def test_ipmpctl_check(make_lab, tmp_path):
     bad.write_text("groups:\n  g:\n    interfaces:\n      eth0: {bogus: 1}\n")
     p = check(bad)
     assert p.returncode == 2 and p.stderr.startswith(f"ipmpctl: {bad}:4: unknown key 'bogus'")
+
+
+RENAMED = """
+groups:
+  ipmp0:
+    interfaces:
+      NAME: {data: [192.0.2.100/24, "2001:db8:1::100/64"]}
+      eth1: {data: [192.0.2.101/24]}
+"""
+DATA = ["192.0.2.100/24", "2001:db8:1::100/64", "192.0.2.101/24"]
+
+
+def default_routes(lab):
+    """Routes beyond the router, added once the daemon has placed the addresses (mpathd adopts them)."""
+    lab.sh("host", "ip", "route", "add", "default", "via", ROUTER4)
+    lab.sh("host", "ip", "-6", "route", "add", "default", "via", ROUTER6)
+
+
+def test_a_nic_renamed_away_from_its_configured_name_leaves_and_loses_nothing(make_lab):
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(RENAMED.replace("NAME", "eth0"))
+    default_routes(lab)
+    assert lab.holders("192.0.2.100/24") == ["eth0"]
+    lab.rename("eth0", "lan0")
+    d.wait_log("IP interface eth0 of group ipmp0 was renamed lan0")
+    wait_for(lambda: all(lab.holders(a) == ["eth1"] for a in DATA), what="addresses on eth1")
+    lab.assert_reach_far(DATA)
+    assert iface(d, "eth0")["state"] == "failed"
+    lab.cut("eth0")                        # lan0's cable: not a group NIC any more
+    time.sleep(0.3)
+    assert all(lab.holders(a) == ["eth1"] for a in DATA)
+    lab.assert_reach_far(DATA)
+    assert "appeared on" not in d.log() and "no interface" not in d.log(), d.log()
+
+
+def test_a_nic_renamed_to_its_configured_name_joins_and_is_watched(make_lab):
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(RENAMED.replace("NAME", "lan0"))     # udev has not renamed eth0 yet
+    default_routes(lab)
+    d.wait_log("moving addresses from missing IPv4 interfaces: lan0 (moved to eth1)")
+    lab.rename("eth0", "lan0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == lab.holders("2001:db8:1::100/64") == ["lan0"],
+             what="the addresses on lan0")
+    assert iface(d, "lan0")["state"] == "ok"
+    lab.assert_reach_far(DATA)
+    lab.cut("eth0")                        # lan0's cable
+    wait_for(lambda: all(lab.holders(a) == ["eth1"] for a in DATA), what="failover from lan0")
+    d.wait_log("IP interface failure detected on lan0 of group ipmp0")
+    lab.assert_reach_far(DATA)
+    assert "appeared on" not in d.log() and "no interface" not in d.log(), d.log()

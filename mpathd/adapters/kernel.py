@@ -33,7 +33,7 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from ..config import Address
 from ..core import timing
 from ..core.events import (AddAddress, AddressAdded, AddressRemoved, ArpGuarded, Event, LinkChanged, LinkInfo,
-                           LinkRemoved, NeighboursRead, RemoveAddress, Resynced, RouteAdded, RouteRemoved,
+                           LinkRemoved, LinkRenamed, NeighboursRead, RemoveAddress, Resynced, RouteAdded, RouteRemoved,
                            SetLinkUp)
 from .routes import KernelRoute, RouteKeeper
 
@@ -127,6 +127,7 @@ class Kernel:
         self.retrans_before: dict[str, str] = {}   # sysctl path -> its value before prepare()
         # (kind, ifindex, address) -> the expiry times of the echoes we expect
         self.expected: defaultdict[tuple[str, int, str], list[float]] = defaultdict(list)
+        self._renamed: set[int] = set()           # NICs renamed in the batch being read
         self.ipr.get_links()                      # the request socket gets its port id
         self.port = self.ipr.getsockname()[0]
 
@@ -158,6 +159,7 @@ class Kernel:
         """Drain the event socket; return the changes made by others."""
         out: list[Event] = []
         self._unpredicted = False
+        self._renamed.clear()
         while True:
             try:
                 data = self.events.recv(1 << 20)
@@ -188,7 +190,14 @@ class Kernel:
         kind = msg["event"]
         if kind == "RTM_NEWLINK":
             link = _link(msg)
+            old = self.names.get(link.index)
             self.names[link.index] = link.name
+            if old is not None and old != link.name:
+                # the core releases the old name and prepares the new one if
+                # it is a group NIC
+                self._renamed.add(link.index)
+                self.routes.group_links.discard(link.index)
+                return LinkRenamed(old, link)
             return LinkChanged(link)
         if kind == "RTM_DELLINK":
             name = msg.get_attr("IFLA_IFNAME") or self.names.get(msg["index"], "")
@@ -199,6 +208,8 @@ class Kernel:
             name = self.names.get(msg["index"])
             if name is None or (kind == "RTM_NEWADDR" and not _usable(msg)):
                 return None
+            if kind == "RTM_NEWADDR" and msg["index"] in self._renamed:
+                return None      # a rename re-announces every IPv4 address under the new name: no news
             addr = _address(msg)
             pid = msg["header"]["pid"]
             if pid == self.port or (addr.version == 6 and pid == 0):

@@ -38,6 +38,7 @@ class Kind(enum.StrEnum):
     GROUP_USABLE = "group_usable", "a NIC of a failed group works again"
     NIC_ADDED = "nic_added", "a NIC of a group, or a watched NIC, appeared"
     NIC_REMOVED = "nic_removed", "a NIC disappeared from the kernel"
+    NIC_RENAMED = "nic_renamed", "a NIC got a new name: the old name leaves, the new one arrives"
     HWADDR_DUPLICATE = "hwaddr_duplicate", "a NIC has another member's MAC and is offlined"
     HWADDR_UNIQUE = "hwaddr_unique", "a NIC's MAC is unique again and it is onlined"
     # probing

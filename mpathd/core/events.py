@@ -109,6 +109,15 @@ class LinkRemoved:
 
 
 @dataclass(frozen=True)
+class LinkRenamed:
+    """A NIC the kernel knows by its index got a new name (udev at boot, or
+    an operator: Linux renames only a NIC that is down). Its addresses stay
+    on it."""
+    old: str
+    link: LinkInfo
+
+
+@dataclass(frozen=True)
 class AddressAdded:
     """An address appeared that mpathd did not add itself."""
     ifname: str
@@ -205,7 +214,7 @@ class ArpGuarded:
     exposed: tuple[str, ...]
 
 
-Event = (Started | Resynced | LinkChanged | LinkRemoved | AddressAdded | AddressRemoved
+Event = (Started | Resynced | LinkChanged | LinkRemoved | LinkRenamed | AddressAdded | AddressRemoved
          | RouteAdded | RouteRemoved | ProbeReply | NeighboursRead | Tick | ConfigReloaded | Offline | Online
          | ActionFailed | ArpGuarded)
 

@@ -156,6 +156,19 @@ class Ledger:
         self.tests_present = {t for t in self.tests_present if t[0] != ifname}
         self.link_local.pop(ifname, None)
 
+    def renamed(self, old: str, new: str) -> list[Address]:
+        """A NIC was renamed and kept its addresses: its data addresses are
+        now on `new`. Returns the test addresses installed on it under the
+        old name (they still are, under the new one)."""
+        for addr, holder in self.where.items():
+            if holder == old:
+                self.where[addr] = new
+        if old in self.link_local:
+            self.link_local[new] = self.link_local.pop(old)
+        tests = [t for name, t in self.tests_present if name == old]
+        self.tests_present = {t for t in self.tests_present if t[0] != old}
+        return tests
+
     def _remove_duplicate(self, addr: Address, ifname: str, holder: str | None) -> None:
         self._log(f"data address {addr} appeared on {ifname} while {holder} holds it; "
                   f"removing it from {ifname}", Kind.DUPLICATE_REMOVED, addr, ifname)

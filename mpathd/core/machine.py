@@ -47,8 +47,8 @@ from .ledger import Ledger
 from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
                      AddressRemoved, Announce, ArpGuarded, ConfigReloaded, DeleteRoute, Event,
                      GuardArp,
-                     InstallRoute, LinkChanged, LinkInfo, LinkRemoved, Log, NeighboursRead, Offline, Online,
-                     OwnedRoute, PrepareInterface, ProbeReply, ReadNeighbours, Refused, ReleaseInterface,
+                     InstallRoute, LinkChanged, LinkInfo, LinkRemoved, LinkRenamed, Log, NeighboursRead, Offline,
+                     Online, OwnedRoute, PrepareInterface, ProbeReply, ReadNeighbours, Refused, ReleaseInterface,
                      RemoveAddress, RestoreRoute, Resynced, RouteAdded, RouteRemoved, SendProbe,
                      SetLinkUp, SetPath, Started, StartProbing, StateChanged, StopProbing, Tick)
 from .routes import GroupView, RouteLedger, declared
@@ -293,6 +293,8 @@ class Core:
                 self._link_changed(event.link)
             case LinkRemoved():
                 self._link_removed(event.name, event.index)
+            case LinkRenamed():
+                self._link_renamed(event.old, event.link)
             case AddressAdded():
                 self.ledger.added(event.ifname, event.address)
             case AddressRemoved():
@@ -705,6 +707,30 @@ class Core:
             self.anon.nics.remove(nic)
             return
         self._detach(nic)
+
+    def _link_renamed(self, old: str, link: LinkInfo) -> None:
+        """A NIC got a new name (the kernel knows it by its index): the old
+        name is removed and the new one arrives, under the usual rules. What
+        it holds stays on it: the data addresses are now on the new name (the
+        placement moves them if that name is not the right NIC), and the test
+        addresses of the old name are taken off unless the new name has them."""
+        nic = self._find(old)
+        if nic is not None and nic.index == link.index:
+            g = self.group_of(nic)
+            self._log(INFO, f"IP interface {old}{self._of(g)} was renamed {link.name} (index {link.index})",
+                      Kind.NIC_RENAMED, g.name or None, old)
+            if g is self.anon:
+                self.anon.nics.remove(nic)
+            else:
+                tests = self.ledger.renamed(old, link.name)
+                self._detach(nic)
+                new = self.nics.get(link.name)
+                for t in tests:
+                    if new is None or t not in new.cfg.test:
+                        self._emit(RemoveAddress(link.name, ipaddress.ip_interface(f"{t.ip}/{t.max_prefixlen}")))
+                    else:
+                        self.ledger.tests_present.add((link.name, t))
+        self._link_changed(link)
 
     def _tick(self) -> None:
         now = self.now

@@ -262,7 +262,8 @@ class Daemon:
                 case DeleteRoute():
                     self.kernel.routes.delete(action.route)
                 case PrepareInterface():
-                    self.kernel.prepare(action.ifname, action.index, action.neigh_retrans_ms, action.spreading)
+                    self.kernel.prepare(action.ifname, action.index, action.neigh_retrans_ms, action.spreading,
+                                        {a.version for a in action.addresses})
                     self.announcer.open(action.ifname, action.mac, action.addresses)
                     self.arp.refresh(action.ifname, action.mac)
                 case ReleaseInterface():

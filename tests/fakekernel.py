@@ -8,8 +8,9 @@ import random
 import textwrap
 
 from mpathd.config import Config, Defaults, parse_groups
-from mpathd.core.events import (AddAddress, LinkChanged, LinkInfo, Log, NeighboursRead, OwnedRoute, ProbeReply,
-                                ReadNeighbours, RemoveAddress, RouteKey, SendProbe, SetLinkUp, Started, Tick)
+from mpathd.core.events import (ActionFailed, AddAddress, Announce, LinkChanged, LinkInfo, Log, NeighboursRead,
+                                OwnedRoute, ProbeReply, ReadNeighbours, RemoveAddress, RouteKey, SendProbe, SetLinkUp,
+                                Started, Tick)
 from mpathd.core.machine import Core
 from mpathd.core.probe import KIND_ARP, KIND_DISCOVERY
 
@@ -19,7 +20,9 @@ A = ipaddress.ip_interface
 class FakeKernel:
     """The core plus a kernel made of dicts: it applies the core's actions
     the way the netlink adapter would, and checks after every event that
-    each data address is on exactly one NIC of its group."""
+    each data address is on exactly one NIC of its group. A (NIC, family)
+    in `refuse` refuses data addresses of that family (disable_ipv6=1), and
+    the refusals go back to the core as the daemon hands them back."""
 
     def __init__(self, yaml: str, failback: bool = True, present=None, down=(), admin_down=(), kernel=None):
         self.now = 0.0
@@ -35,6 +38,8 @@ class FakeKernel:
             for a in addr:
                 self.kernel[ifname].add(A(a))
         self.actions: list = []
+        self.refuse: set[tuple[str, int]] = set()
+        self.refused: list[tuple[float, AddAddress]] = []     # (when, the add refused)
         self.do(Started(tuple(self.info(n) for n in present),
                         tuple((n, a) for n, s in self.kernel.items() for a in s)))
 
@@ -43,21 +48,36 @@ class FakeKernel:
                         up=self.up.get(name, True))
 
     def do(self, event):
-        actions = self.core.handle(event, self.now)
-        for a in actions:
-            match a:
-                case AddAddress():
-                    self.kernel[a.ifname].add(a.address)
-                case RemoveAddress():
-                    if a.moved_to is not None:           # make-before-break: the new copy is there
-                        assert a.address in self.kernel[a.moved_to], a
-                    self.kernel[a.ifname].discard(a.address)
-                case SetLinkUp():
-                    assert a.index == self.index[a.ifname], a
-                    self.up[a.ifname] = True     # its carrier is the test's to report, with link()
-        self.actions += actions
+        """Handle one event and what the kernel refused of its actions; the
+        actions carried out are returned (a refused add's announcement and
+        removal are not, as the daemon skips them)."""
+        pending, done = [event], []
+        while pending:
+            failed: set = set()
+            for a in self.core.handle(pending.pop(0), self.now):
+                match a:
+                    case AddAddress() if not a.test and (a.ifname, a.address.version) in self.refuse:
+                        failed.add((a.ifname, a.address))
+                        self.refused.append((self.now, a))
+                        pending.append(ActionFailed(a, "NetlinkError: (13, 'Permission denied')"))
+                        continue
+                    case Announce() if (a.ifname, a.address) in failed:
+                        continue
+                    case RemoveAddress() if (a.moved_to, a.address) in failed:
+                        continue
+                    case AddAddress():
+                        self.kernel[a.ifname].add(a.address)
+                    case RemoveAddress():
+                        if a.moved_to is not None:           # make-before-break: the new copy is there
+                            assert a.address in self.kernel[a.moved_to], a
+                        self.kernel[a.ifname].discard(a.address)
+                    case SetLinkUp():
+                        assert a.index == self.index[a.ifname], a
+                        self.up[a.ifname] = True     # its carrier is the test's to report, with link()
+                done.append(a)
+        self.actions += done
         self.check_invariant()
-        return actions
+        return done
 
     def link(self, name, running, up=True):
         self.running[name], self.up[name] = running, up
@@ -72,7 +92,8 @@ class FakeKernel:
 
     def check_invariant(self):
         """Every data address is on exactly one NIC of its group, and on an
-        active one whenever the group has one."""
+        active one whenever the group has one that takes its family; and the
+        core believes it is where it is."""
         for g in self.core.groups:
             for addr in g.home():
                 holders = [n for n, s in self.kernel.items() if addr in s]
@@ -80,8 +101,10 @@ class FakeKernel:
                 present = [n for n in g.nics if n.present]
                 if present:
                     assert len(holders) == 1, (addr, self.kernel)
-                if any(n.active for n in g.nics):
+                if any(n.active and (n.name, addr.version) not in self.refuse for n in g.nics):
                     assert self.core.nics[holders[0]].active, (addr, holders)
+                if present:
+                    assert self.core.ledger.where[addr] == holders[0], (addr, holders)
 
 
 def moves(actions):

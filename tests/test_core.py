@@ -560,3 +560,40 @@ def test_a_nic_renamed_to_a_configured_name_joins_and_is_watched():
     out = kern.link("lan0", False)
     assert "IP interface failure detected on lan0 of group g" in kern.logs(out)
     assert kern.holder("192.0.2.100/24") == "eth1"
+
+
+LINK_TWO = TWO.replace(", test: [192.0.2.10/24]", "").replace(", test: [192.0.2.11/24]", "")
+THREE_V6 = TWO + "      eth2: {standby: true}\n"
+
+
+def test_a_refused_address_stays_where_the_kernel_has_it_and_is_retried_with_back_off():
+    kern = FakeKernel(LINK_TWO)                            # no probes: the retries are the only deadlines
+    kern.refuse.add(("eth1", 6))                           # disable_ipv6=1 on eth1
+    out = kern.link("eth0", False)
+    assert kern.holder("192.0.2.100/24") == "eth1"
+    assert kern.holder("2001:db8:1::100/64") == "eth0"     # the kernel still has it there
+    assert kern.core.ledger.where[A("2001:db8:1::100/64")] == "eth0"     # and so does the status
+    v6 = "2001:db8:1::100/64"
+    assert status(kern.core, kern.now)["addresses"] and next(
+        a for a in status(kern.core, kern.now)["addresses"] if a["address"] == v6)["interface"] == "eth0"
+    refused = [t for t in kern.logs(out) if "refused" in t]
+    assert refused == ["eth1 refused data address 2001:db8:1::100/64 (NetlinkError: (13, 'Permission denied')); "
+                       "it stays on eth0, and no IPv6 address goes to eth1 until a retry succeeds"]
+    while kern.core.next_deadline() < 40:
+        kern.now = kern.core.next_deadline()
+        out = kern.do(Tick())
+        assert not any("refused" in t for t in kern.logs(out))          # logged once per cause
+    tries = [t for t, a in kern.refused]
+    assert tries == [0.0, 1.0, 3.0, 7.0, 15.0, 31.0]
+    kern.refuse.clear()                                    # IPv6 enabled again
+    kern.now = kern.core.next_deadline()
+    kern.do(Tick())
+    assert kern.holder(v6) == "eth1"
+
+
+def test_a_refused_address_goes_to_a_nic_that_can_take_it():
+    kern = FakeKernel(THREE_V6)
+    kern.refuse.add(("eth1", 6))
+    out = kern.link("eth0", False)
+    assert kern.holder("2001:db8:1::100/64") == "eth2"
+    assert kern.core.ledger.where[A("2001:db8:1::100/64")] == "eth2"

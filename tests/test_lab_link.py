@@ -302,3 +302,48 @@ def test_a_newer_move_ends_the_repeats_of_the_older_one(make_lab):
     wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], what="second failover")
     time.sleep(2)
     assert len(announcements(cap, mac_of(1)).get("192.0.2.100", [])) == 4    # the configured count
+
+
+V6_ON_ETH0 = """
+groups:
+  ipmp0:
+    interfaces:
+      eth0: {data: [192.0.2.100/24, "2001:db8:1::100/64"]}
+      eth1: {data: [192.0.2.101/24]}
+"""
+V6 = "2001:db8:1::100/64"
+
+
+def where(d, address):
+    return next(a["interface"] for a in d.status()["addresses"] if a["address"] == address)
+
+
+def test_a_nic_that_refuses_ipv6_keeps_the_status_true_and_is_retried(make_lab):
+    lab = make_lab(nics=2)
+    lab.sysctl("host", "net.ipv6.conf.eth1.disable_ipv6=1")
+    d = lab.start_daemon(V6_ON_ETH0)
+    d.wait_log("IPv6 is disabled on eth1 (net.ipv6.conf.eth1.disable_ipv6=1), but its group has IPv6 "
+               "data addresses: they cannot fail over to eth1")
+    default_routes(lab)
+    lab.cut("eth0")
+    wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth1"], what="IPv4 failover")
+    d.wait_log("eth1 refused data address 2001:db8:1::100/64")
+    assert lab.holders(V6) == ["eth0"] and where(d, V6) == "eth0"     # where the kernel has it
+    lab.assert_reach_far(["192.0.2.100/24", "192.0.2.101/24"])
+    time.sleep(3.5)                                   # the retries after 1 and 3 s are refused too
+    assert lab.holders(V6) == ["eth0"] and where(d, V6) == "eth0"
+    assert d.log().count("refused data address") == 1                 # once per cause
+    lab.sysctl("host", "net.ipv6.conf.eth1.disable_ipv6=0")
+    wait_for(lambda: lab.holders(V6) == ["eth1"], timeout=8, what="the retry at 7 s")
+    assert where(d, V6) == "eth1"
+
+
+def test_a_refused_address_goes_to_a_nic_that_can_carry_it(make_lab):
+    lab = make_lab(nics=3)
+    lab.sysctl("host", "net.ipv6.conf.eth1.disable_ipv6=1")
+    d = lab.start_daemon(V6_ON_ETH0 + "      eth2: {standby: true}\n")
+    default_routes(lab)
+    lab.cut("eth0")
+    wait_for(lambda: lab.holders(V6) == ["eth2"], what="IPv6 failover to eth2")
+    assert where(d, V6) == "eth2" and lab.holders("192.0.2.100/24") == ["eth2"]
+    lab.assert_reach_far(["192.0.2.100/24", "192.0.2.101/24", V6])

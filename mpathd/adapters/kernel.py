@@ -86,6 +86,17 @@ def check_sysctls(ifname: str) -> list[str]:
     return problems
 
 
+def ipv6_problem(ifname: str) -> str | None:
+    """Why the NIC cannot carry IPv6 addresses, or None. (A NIC whose
+    setting cannot be read has no IPv6 at all.)"""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6") as f:
+            disabled = f.read().strip() == "1"
+    except OSError:
+        disabled = True
+    return f"IPv6 is disabled on {ifname} (net.ipv6.conf.{ifname}.disable_ipv6=1)" if disabled else None
+
+
 def _link(msg) -> LinkInfo:
     flags = msg["flags"]
     return LinkInfo(name=msg.get_attr("IFLA_IFNAME"), index=msg["index"],
@@ -263,10 +274,14 @@ class Kernel:
                 return idx
         raise LookupError(f"no interface {ifname}")
 
-    def prepare(self, ifname: str, index: int, neigh_retrans_ms: int, spreading: bool) -> None:
-        """Set the sysctls a group NIC needs; warn about those that break it.
-        Its group spreads flows: hash them by ports too (L4), or every flow
-        from one address to one destination takes the same NIC."""
+    def prepare(self, ifname: str, index: int, neigh_retrans_ms: int, spreading: bool,
+                families: set[int]) -> None:
+        """Set the sysctls a group NIC needs; warn about those that break it,
+        and if it cannot carry one of its group's address families (the
+        kernel would refuse them, and the core keeps the family off it while
+        it refuses). Its group spreads flows: hash
+        them by ports too (L4), or every flow from one address to one
+        destination takes the same NIC."""
         self.routes.group_links.add(index)
         wanted = [(f"/proc/sys/net/ipv4/conf/{ifname}/{key}", want) for key, want in NIC_SYSCTLS.items()]
         wanted += [(path, str(neigh_retrans_ms)) for path in _retrans_paths(ifname)]
@@ -282,6 +297,9 @@ class Kernel:
                 self.retrans_before.setdefault(path, was)   # a second prepare keeps the first
         for problem in check_sysctls(ifname):
             log.warning("%s", problem)
+        if 6 in families and (problem := ipv6_problem(ifname)):
+            log.warning("%s, but its group has IPv6 data addresses: they cannot fail over to %s",
+                        problem, ifname)
 
     def set_up(self, act: SetLinkUp) -> None:
         """IFF_UP on the device of the action's index, in one RTM_NEWLINK

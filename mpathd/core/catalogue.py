@@ -59,6 +59,7 @@ class Kind(enum.StrEnum):
     ADDRESS_PLACED = "address_placed", "an address that was nowhere was put on a NIC"
     MISSING_MOVED = "missing_moved", "the addresses of a missing NIC went to another member"
     MISSING_STRANDED = "missing_stranded", "the addresses of a missing NIC have nowhere to go"
+    ADDRESS_REFUSED = "address_refused", "a NIC refused a data address; it stays where it is, retried with back-off"
     ADDRESS_RESTORED = "address_restored", "a managed address deleted by another program is put back"
     DUPLICATE_REMOVED = "duplicate_removed", "a second copy of a data address is removed"
     WRONG_PREFIX = "wrong_prefix", "a managed address with another prefix is replaced"

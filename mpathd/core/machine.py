@@ -44,6 +44,7 @@ from . import arp, detect, policy, targets, timing
 from .catalogue import Kind
 from .detect import Fdt, Health, LinkWatcher
 from .ledger import Ledger
+from .retry import Backoff
 from .events import (ERR, INFO, WARNING, Action, ActionFailed, AddAddress, AddressAdded,
                      AddressRemoved, Announce, ArpGuarded, ConfigReloaded, DeleteRoute, Event,
                      GuardArp,
@@ -158,6 +159,8 @@ class Core:
         self._out: list[Action] = []
         self._retire: list[RemoveAddress] = []        # second halves of this settle's moves
         self._flushed_at: float | None = None          # routes the kernel dropped: put back then
+        self._moves: dict[tuple[str, Address], str | None] = {}   # adds of the last event -> old holder
+        self.refusing = Backoff()                     # (NIC, family) that refused an address
         self.ledger = Ledger(self._emit)
         self._summary = ""
         self.started = False
@@ -261,11 +264,9 @@ class Core:
         probe socket to retry, a flap hold to end. Read on every turn of the
         daemon's loop, so one pass."""
         times = [d for n in [*self.nics.values(), *self.anon.nics] if (d := n.health.deadline()) is not None]
-        retry = self.routes.next_retry()
-        if retry is not None:
-            times.append(retry)
-        if self._flushed_at:
-            times.append(self._flushed_at)
+        for retry in (self.routes.next_retry(), self.refusing.next_retry(), self._flushed_at):
+            if retry is not None:
+                times.append(retry)
         return min(times) if times else None
 
     def with_carrier(self) -> list[tuple[str, int, str | None]]:
@@ -280,6 +281,12 @@ class Core:
         self.now = now
         self._out = []
         self._dirty = not isinstance(event, (ProbeReply, Tick))
+        if not isinstance(event, ActionFailed):
+            # the daemon hands back every refusal of an event's actions before
+            # the next event: what was not refused was carried out
+            self._moves.clear()
+            self.refusing.accepted()
+            self.routes.retry.accepted()
         match event:                                 # the probe path first
             case ProbeReply():
                 self._probe_reply(event)
@@ -308,16 +315,7 @@ class Core:
             case NeighboursRead():
                 self._neighbours(event)
             case ActionFailed():
-                self._log(ERR, f"could not carry out {event.action}: {event.error}", Kind.ACTION_FAILED)
-                match event.action:
-                    case StartProbing():
-                        self._probe_start_failed(event.action)
-                    case SetPath(path=path, members=members):
-                        self.routes.refused(path, members, self.now)
-                    case InstallRoute(route=route, path=path):
-                        self.routes.refused(route.key, path, self.now)
-                    case RestoreRoute(route=route):
-                        self.routes.refused(route.key, None, self.now)
+                self._action_failed(event.action, event.error)
             case ConfigReloaded():
                 self._reload(event)
             case Offline():
@@ -330,6 +328,40 @@ class Core:
             self._settle()
         out, self._out = self._out, []
         return out
+
+    def _action_failed(self, action: Action, error: str) -> None:
+        """The kernel refused an action. A refused data address stays where
+        the kernel has it, and its family is not put on that NIC again until
+        the back-off has passed; a refused route or path waits likewise. Each
+        is logged once per cause, not on every retry."""
+        match action:
+            case AddAddress(test=False):
+                self._add_refused(action, error)
+                return
+            case SetPath(path=path, members=members):
+                new = self.routes.refused(path, members, self.now, error)
+            case InstallRoute(route=route, path=path):
+                new = self.routes.refused(route.key, path, self.now, error)
+            case RestoreRoute(route=route):
+                new = self.routes.refused(route.key, None, self.now, error)
+            case _:
+                new = True
+                if isinstance(action, StartProbing):
+                    self._probe_start_failed(action)
+        if new:
+            self._log(ERR, f"could not carry out {action}: {error}", Kind.ACTION_FAILED)
+
+    def _add_refused(self, act: AddAddress, error: str) -> None:
+        addr, dst, fam = act.address, act.ifname, act.address.version
+        src = self._moves.pop((dst, addr), None)
+        where = self.ledger.where
+        if where.get(addr) == dst:
+            where[addr] = src                      # the old copy stays: the daemon did not remove it
+        if self.refusing.refused((dst, fam), self.now, error):
+            g = self.ledger.group_of.get(addr)
+            self._log(ERR, f"{dst} refused data address {addr} ({error}); it stays "
+                           f"{'on ' + src if src else 'unplaced'}, and no IPv{fam} address goes to {dst} "
+                           f"until a retry succeeds", Kind.ADDRESS_REFUSED, g.name if g else None, dst)
 
     # ------------------------------------------------------------ reload
 
@@ -667,6 +699,8 @@ class Core:
     def _detach(self, nic: Nic) -> None:
         """The device is gone and took its addresses with it."""
         nic.index = None
+        for fam in (4, 6):
+            self.refusing.forget((nic.name, fam))  # a device that comes back is a new one
         nic.health.link = LinkWatcher()
         nic.health.must_repair()
         self.ledger.gone(nic.name)
@@ -737,9 +771,9 @@ class Core:
         for nic in [*self.nics.values(), *self.anon.nics]:
             if nic.health.tick(now):
                 self._dirty = True
-        retry = self.routes.next_retry()
-        if retry is not None and retry <= now:
-            self._dirty = True
+        for retry in (self.routes.next_retry(), self.refusing.next_retry()):
+            if retry is not None and retry <= now:
+                self._dirty = True
         if self._flushed_at and self._flushed_at <= now:
             self._flushed_at = None
             self._dirty = True
@@ -935,7 +969,8 @@ class Core:
 
     def _place(self, g: Group) -> None:
         home, where = g.home(), self.ledger.where
-        desired = policy.place(g.nics, home, where)
+        barred = {(n.name, f) for n in g.nics for f in (4, 6) if self.refusing.waiting((n.name, f), self.now)}
+        desired = policy.place(g.nics, home, where, barred)
         moves: dict[tuple[str | None, str], list[Address]] = defaultdict(list)
         stranded: list[Address] = []
         for addr in home:
@@ -951,6 +986,7 @@ class Core:
             if cur is not None:
                 self._retire.append(RemoveAddress(cur, addr, moved_to=want, flush_neighbours=self._broken(cur)))
             where[addr] = want
+            self._moves[(want, addr)] = cur
             moves[(cur, want)].append(addr)
         for (src, dst), addrs in moves.items():
             listing = ", ".join(str(a) for a in addrs)

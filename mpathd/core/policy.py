@@ -16,6 +16,9 @@ It follows Solaris IPMP (illumos mpd_probe.c and the kernel's ipmp.c):
   addresses. Group addresses are then rebalanced until no two active NICs
   differ by more than one address (ipmp_ill_activate).
 * With no active NIC (a group failure) nothing moves.
+* A NIC that refused an address family (disable_ipv6=1, say) is passed over
+  for that family while it waits for its retry (`barred`); an address that
+  no active NIC can take stays where it is.
 
 Everything here is a pure function of the NIC objects it is given.
 """
@@ -80,9 +83,14 @@ def ensure_one_active(members: list[Member]) -> Member | None:
 
 
 def place(members: list[Member], home: dict[Address, str | None],
-          where: dict[Address, str | None]) -> dict[Address, str | None]:
+          where: dict[Address, str | None],
+          barred: frozenset[tuple[str, int]] | set[tuple[str, int]] = frozenset()) -> dict[Address, str | None]:
     """Return the desired NIC of every address in `home` (address -> home NIC
-    name, or None for a group address), given where each is now."""
+    name, or None for a group address), given where each is now and the
+    (NIC, family) pairs that take no address."""
+    def takes(name: str | None, addr: Address) -> bool:
+        return (name, addr.version) not in barred
+
     by_name = {m.name: m for m in members}
     active = [m for m in members if m.active]
     desired: dict[Address, str | None] = {}
@@ -105,9 +113,9 @@ def place(members: list[Member], home: dict[Address, str | None],
     pending: list[Address] = []
     for addr, h in home.items():
         cur = where.get(addr)
-        if h is not None and by_name[h].active:
+        if h is not None and by_name[h].active and takes(h, addr):
             target: str | None = h
-        elif cur in load:
+        elif cur in load and takes(cur, addr):
             target = cur
         else:
             pending.append(addr)
@@ -115,14 +123,18 @@ def place(members: list[Member], home: dict[Address, str | None],
         desired[addr] = target
         load[target] += 1           # type: ignore[index]
     for addr in pending:
-        target = min(load, key=load.__getitem__)      # first of the least loaded, in config order
+        fits = [n for n in load if takes(n, addr)]
+        if not fits:
+            desired[addr] = where.get(addr)           # no active NIC takes it: it stays
+            continue
+        target = min(fits, key=load.__getitem__)      # first of the least loaded, in config order
         desired[addr] = target
         load[target] += 1
 
-    group_addrs = [a for a, h in home.items() if h is None]
+    group_addrs = [a for a, h in home.items() if h is None and desired[a] in load]
     while group_addrs:
         lo = min(load, key=load.__getitem__)
-        movable = [a for a in group_addrs if load[desired[a]] - load[lo] > 1]  # type: ignore[index]
+        movable = [a for a in group_addrs if load[desired[a]] - load[lo] > 1 and takes(lo, a)]  # type: ignore[index]
         if not movable:
             break
         addr = max(movable, key=lambda a: load[desired[a]])  # type: ignore[index]

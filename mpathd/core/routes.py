@@ -35,10 +35,9 @@ from typing import Callable, Iterable, NamedTuple
 
 from ..config import IP, RouteConfig
 from .events import (DropPath, InstallRoute, OwnedRoute, PathKey, RouteAction, RouteKey, SetPath)
-from . import timing
+from .retry import Backoff
 
 Members = tuple[tuple[str, int], ...]
-_IN_FLIGHT = float("inf")        # a retry sent, its outcome not yet known
 
 
 class GroupView(NamedTuple):
@@ -96,9 +95,8 @@ class RouteLedger:
     kernel hold. When the kernel may have dropped something on its own,
     the belief is dropped (forget, address_gone) and the next reconcile puts
     it back. An action the kernel refused is tried again after a back-off
-    that doubles from ROUTE_RETRY_S up to ROUTE_RETRY_MAX_S, so that a route
-    the kernel keeps refusing costs one request per back-off, not one per
-    event.
+    (retry.py), so that a route the kernel keeps refusing costs one request
+    per back-off, not one per event.
     """
 
     def __init__(self) -> None:
@@ -107,8 +105,7 @@ class RouteLedger:
         self.paths: dict[PathKey, Members] = {}          # believed members
         self.last: dict[PathKey, Members] = {}           # the members each path was last given
         self.installed: dict[RouteKey, PathKey] = {}     # believed route -> path
-        # refused: what -> (due, back-off, what was asked: a path's members, a route's path)
-        self._retry: dict[RouteKey | PathKey, tuple[float, float, object]] = {}
+        self.retry = Backoff()                           # of refused routes and paths
 
     def of_group(self, group: str) -> list[OwnedRoute]:
         return [r for k, r in self.routes.items() if self.group_of[k] == group]
@@ -155,7 +152,7 @@ class RouteLedger:
     def drop(self, key: RouteKey) -> OwnedRoute | None:
         self.installed.pop(key, None)
         self.group_of.pop(key, None)
-        self._retry.pop(key, None)
+        self.retry.forget(key)
         return self.routes.pop(key, None)
 
     def forget(self, ifname: str) -> list[tuple[PathKey, Members]]:
@@ -204,21 +201,20 @@ class RouteLedger:
                                        and any(n == ifname for n, _ in self.paths.get(p, ()))):
                 del self.installed[k]
 
-    def refused(self, what: RouteKey | PathKey, asked: object, now: float) -> None:
+    def refused(self, what: RouteKey | PathKey, asked: object, now: float, cause: str = "") -> bool:
         """The kernel refused the action for a route or a path (`asked`: the
         members, or the path, it was asked for): believe it is not there,
         and ask the same again only after the back-off. Asking something
-        else (the NIC it was refused on has failed since) is no retry."""
-        _, backoff, _ = self._retry.get(what, (0.0, timing.ROUTE_RETRY_S / 2, None))
-        backoff = min(backoff * 2, timing.ROUTE_RETRY_MAX_S)
-        self._retry[what] = (now + backoff, backoff, asked)
+        else (the NIC it was refused on has failed since) is no retry.
+        True if the cause is new (log it)."""
         if isinstance(what, PathKey):
             self.paths.pop(what, None)
         else:
             self.installed.pop(what, None)
+        return self.retry.refused(what, now, cause, asked)
 
     def next_retry(self) -> float | None:
-        return min((due for due, _, _ in self._retry.values() if due != _IN_FLIGHT), default=None)
+        return self.retry.next_retry()
 
     # ------------------------------------------------ what mpathd wants
 
@@ -227,15 +223,6 @@ class RouteLedger:
         wants: first the paths (one request each, whatever the number of
         routes on them), then the routes not yet on their path, then the
         paths no route uses any more. What waits for a retry is left out."""
-        def waiting(what, asked) -> bool:
-            r = self._retry.get(what)
-            if r is None or r[0] == _IN_FLIGHT:
-                return False
-            if r[0] > now and r[2] == asked:
-                return True
-            self._retry[what] = (_IN_FLIGHT, r[1], asked)  # asked now; a refusal doubles
-            return False
-
         out: list[RouteAction] = []
         wanted: dict[PathKey, Members] = {}
         routes: list[tuple[OwnedRoute, PathKey]] = []
@@ -252,7 +239,7 @@ class RouteLedger:
                     wanted[path] = want
                 routes.append((route, path))
         for path, want in wanted.items():
-            if self.paths.get(path) == want or waiting(path, want):
+            if self.paths.get(path) == want or self.retry.waiting(path, now, want):
                 continue
             self.paths[path] = self.last[path] = want
             if path.gateway is not None:
@@ -262,7 +249,8 @@ class RouteLedger:
                     if p == path:
                         del self.installed[k]
         for route, path in routes:
-            if self.installed.get(route.key) != path and path in self.paths and not waiting(route.key, path):
+            if (self.installed.get(route.key) != path and path in self.paths
+                    and not self.retry.waiting(route.key, now, path)):
                 self.installed[route.key] = path
                 out.append(InstallRoute(route, path, self.paths[path]))
         for path in [p for p in self.paths if p not in wanted]:

@@ -134,12 +134,13 @@ PROBE_START_RETRY_S = 1.0
 LINK_UP_PERMIN = 2
 LINK_FLAP_WINDOW_S = 60.0
 
-# A route or nexthop request the kernel refused (an address not yet local, a
-# NIC on its way out) is tried again after ROUTE_RETRY_S, doubling up to
-# ROUTE_RETRY_MAX_S: soon enough to follow a state that settles within a
+# A request the kernel refused (a route or nexthop whose address is not yet
+# local or whose NIC is on its way out; an address on a NIC that refuses its
+# family, disable_ipv6=1 say) is tried again after RETRY_S, doubling up to
+# RETRY_MAX_S (retry.py): soon enough to follow a state that settles within a
 # second, and at most one request a minute for one the kernel keeps refusing.
-ROUTE_RETRY_S = 1.0
-ROUTE_RETRY_MAX_S = 60.0
+RETRY_S = 1.0
+RETRY_MAX_S = 60.0
 
 # A route the kernel deleted on its own is the effect of news that follows
 # within microseconds (a NIC's carrier: the kernel tells of the routes it

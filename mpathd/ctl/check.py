@@ -18,15 +18,7 @@ import socket
 from pyroute2 import IPRoute
 
 from ..config import Config
-from ..adapters.kernel import check_sysctls, read_sysctl
-
-
-def _ipv6_disabled(ifname: str) -> bool:
-    try:
-        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6") as f:
-            return f.read().strip() == "1"
-    except OSError:
-        return True
+from ..adapters.kernel import check_sysctls, ipv6_problem, read_sysctl
 
 
 _ARPHRD_ETHER = 1
@@ -90,9 +82,8 @@ def problems(cfg: Config) -> list[str]:
         if any(a.version == 6 for i in g.interfaces for a in i.data) or any(a.version == 6 for a in g.data) \
                 or v6_test:
             for n in present:
-                if _ipv6_disabled(n):
-                    out.append(f"group {g.name}: IPv6 is disabled on {n}, but the group has IPv6 "
-                               f"addresses or probes")
+                if problem := ipv6_problem(n):
+                    out.append(f"group {g.name}: {problem}, but the group has IPv6 addresses or probes")
     members = {i.name for g in cfg.groups for i in g.interfaces}
     flux = [n for n, m in links.items() if n not in members and n != "lo" and m["flags"] & 1
             and max(int(read_sysctl(x, "arp_ignore") or 0) for x in ("all", n)) == 0]

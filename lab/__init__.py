@@ -80,6 +80,11 @@ groups:
 """
 ARP_TRIO_GROUP = ARP_PAIR_GROUP + """      eth2: {standby: true, test: [arp]}
 """
+# Lines a healthy run never writes: a failed request, an address blamed on
+# another program, a copy the kernel itself re-announced, an error from a
+# NIC that went down or away.
+_UNTRUE = ("could not carry out", "by another program", "appeared on", "LookupError", "No such device",
+           "Network is down", "internal error")
 
 _live: list["Lab"] = []
 
@@ -140,6 +145,11 @@ class Daemon:
     def log(self) -> str:
         with open(self.log_path) as f:
             return f.read()
+
+    def untrue(self) -> list[str]:
+        """The log lines that said something false or blamed the wrong party
+        on a NIC's own teardown, a quick flap or a refused action (issue 11)."""
+        return [line for line in self.log().splitlines() if any(u in line for u in _UNTRUE)]
 
     def wait_log(self, text: str, timeout: float = 10) -> str:
         deadline = time.monotonic() + timeout

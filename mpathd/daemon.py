@@ -6,6 +6,7 @@ It decides nothing itself.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import selectors
 import signal
@@ -23,11 +24,13 @@ from .core.events import (ActionFailed, AddAddress, Announce, ArpGuarded, Config
                           ReleaseInterface, RemoveAddress, RestoreRoute, Resynced, SendProbe, SetLinkUp, SetPath,
                           Started, StartProbing, StateChanged, StopProbing, Tick)
 from .adapters.carrier import CarrierReader
-from .adapters.log import emit, log, setup
+from .adapters.log import emit, event, fields, log, setup
 from .core import timing
+from .core.catalogue import Kind
 from .adapters.notify import Notifier
 
 _TICK = Tick()                   # no fields: one instance serves every turn
+_RESYNC = object()               # dispatch: re-read the kernel here
 
 
 class Daemon:
@@ -73,13 +76,13 @@ class Daemon:
         self.dispatch(Started(*self.kernel.snapshot(), routes=self.kernel.routes.dump()))
         stale = self.kernel.routes.collect_garbage()
         if stale:
-            log.info("deleted %d nexthops an earlier mpathd left unused", stale)
+            event(logging.INFO, Kind.NEXTHOPS_COLLECTED, f"deleted {stale} nexthops an earlier mpathd left unused")
         # Everything imported so far (scapy alone is ~60 MiB of objects) lives
         # as long as the process: keep the cyclic collector from walking it
         # again and again as probes allocate.
         gc.collect()
         gc.freeze()
-        log.info("mpathd ready: %s", summary(self.core.groups))
+        event(logging.INFO, Kind.READY, f"mpathd ready: {summary(self.core.groups)}")
         self.notifier.ready(summary(self.core.groups))
         try:
             while not self.stopping:
@@ -110,7 +113,7 @@ class Daemon:
             self.kernel.release_all()
             self.kernel.close()
             self.carrier.close()
-        log.info("mpathd stopped; data addresses left where they are")
+        event(logging.INFO, Kind.STOPPED, "mpathd stopped; data addresses left where they are")
         return 0
 
     @staticmethod
@@ -120,14 +123,14 @@ class Daemon:
         try:
             callback()
         except Exception:                              # noqa: BLE001
-            log.exception("internal error, continuing")
+            log.exception("internal error, continuing", extra=fields(Kind.INTERNAL_ERROR))
 
     def _signals(self) -> None:
         for signo in os.read(self._signal_r, 64):
             if signo in (signal.SIGTERM, signal.SIGINT):
                 self.stopping = True
             elif signo == signal.SIGHUP:
-                log.info("SIGHUP: reloading the configuration")
+                event(logging.INFO, Kind.RELOAD, "SIGHUP: reloading the configuration")
                 try:
                     self.reload()
                 except control.ControlError:
@@ -140,11 +143,11 @@ class Daemon:
         try:
             cfg = configmod.load(*self.paths)
         except configmod.ConfigError as e:
-            log.error("reload refused, the running configuration stays: %s", e)
+            event(logging.ERROR, Kind.RELOAD_REFUSED, f"reload refused, the running configuration stays: {e}")
             self.notifier.ready(summary(self.core.groups))
             raise control.ControlError(f"reload refused: {e}") from None
         for warning in cfg.warnings:
-            log.warning("%s", warning)
+            event(logging.WARNING, Kind.CONFIG_WARNING, warning)
         self.announcer.configure(cfg.defaults)
         self.dispatch(ConfigReloaded(cfg, *self.kernel.snapshot()))
         self.notifier.ready(summary(self.core.groups))
@@ -192,35 +195,44 @@ class Daemon:
         self._refused = []
         self.dispatch(Offline(ifname, bool(req.get("force"))) if cmd == "offline" else Online(ifname))
         if self._refused:
-            log.error("refused %s %s: %s", cmd, ifname, self._refused[0])
+            event(logging.ERROR, Kind.REQUEST_REFUSED, f"refused {cmd} {ifname}: {self._refused[0]}", ifname)
             raise control.ControlError(self._refused[0])
         return {"summary": summary(self.core.groups)}
 
     # --------------------------------------------------------- the actions
 
     def dispatch(self, event: Event) -> None:
-        pending = [event]
+        """Hand the event to the core and carry out its actions. What the
+        core must hear of them comes back depth-first, refusals first, so
+        that every refusal of an event's actions reaches the core before any
+        other event (core.handle counts on it)."""
+        pending: list = [event]
         resynced = False
+        unplaced: set = set()                # (NIC, address) whose add failed
         while pending:
+            ev = pending.pop(0)
+            if ev is _RESYNC:
+                ev = Resynced(*self.kernel.snapshot())
             results = []
-            unplaced: set = set()            # (NIC, address) whose add failed in this batch
-            for action in self.core.handle(pending.pop(0), time.monotonic()):
-                if isinstance(action, (Announce, RemoveAddress)) and (
-                        (action.ifname if isinstance(action, Announce) else action.moved_to),
-                        action.address) in unplaced:
-                    continue                 # the move's add failed: no announcement, keep the old copy
+            for action in self.core.handle(ev, time.monotonic()):
+                if unplaced and _of_refused_move(action, unplaced):
+                    continue
                 result = self.execute(action)
+                if isinstance(action, AddAddress):
+                    if isinstance(result, ActionFailed):
+                        unplaced.add((action.ifname, action.address))
+                    else:
+                        unplaced.discard((action.ifname, action.address))
                 if result is not None:
                     results.append(result)
-                    if isinstance(result, ActionFailed) and isinstance(action, AddAddress):
-                        unplaced.add((action.ifname, action.address))
-            pending += results
-            if not resynced and any(isinstance(r, ActionFailed) for r in results):
-                # the kernel is not as the core believes: re-read it once the
-                # whole batch has been carried out, and only once per event,
+            failures = [r for r in results if isinstance(r, ActionFailed)]
+            pending[:0] = failures + [r for r in results if not isinstance(r, ActionFailed)]
+            if failures and not resynced:
+                # the kernel is not as the core believes: re-read it once
+                # everything has been carried out, and only once per event,
                 # so that an action the kernel keeps refusing cannot loop
                 resynced = True
-                pending.append(Resynced(*self.kernel.snapshot()))
+                pending.append(_RESYNC)
 
     def execute(self, action) -> ActionFailed | ArpGuarded | NeighboursRead | None:
         """Carry out one action; return what the core must hear of it: its
@@ -279,8 +291,23 @@ class Daemon:
                     return self.kernel.guard_arp(action.enable, action.members)
         except Exception as e:                       # noqa: BLE001 -- reported to the core
             log.debug("action %s failed", action, exc_info=True)
-            return ActionFailed(action, f"{type(e).__name__}: {e}")
+            nics = [action.ifname] if hasattr(action, "ifname") else [n for n, _ in getattr(action, "members", ())]
+            return ActionFailed(action, f"{type(e).__name__}: {e}", any(self.kernel.down(n) for n in nics))
         return None
+
+
+def _of_refused_move(action, unplaced: set) -> bool:
+    """Is the action part of a move whose add the kernel refused? Then it is
+    skipped: no announcement, the old copy stays, and the move's line is
+    not written (the core writes it again for the addresses that moved)."""
+    match action:
+        case Announce():
+            return (action.ifname, action.address) in unplaced
+        case RemoveAddress():
+            return (action.moved_to, action.address) in unplaced
+        case Log():
+            return not unplaced.isdisjoint(action.moved)
+    return False
 
 
 def _parser() -> OneLineParser:
@@ -302,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg is None:
         return 2
     for warning in cfg.warnings:
-        log.warning("%s", warning)
+        event(logging.WARNING, Kind.CONFIG_WARNING, warning)
     try:
         daemon = Daemon(cfg, args.control, args.defaults, args.config)
     except OSError as e:

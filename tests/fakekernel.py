@@ -51,9 +51,8 @@ class FakeKernel:
         """Handle one event and what the kernel refused of its actions; the
         actions carried out are returned (a refused add's announcement and
         removal are not, as the daemon skips them)."""
-        pending, done = [event], []
+        pending, done, failed = [event], [], set()
         while pending:
-            failed: set = set()
             for a in self.core.handle(pending.pop(0), self.now):
                 match a:
                     case AddAddress() if not a.test and (a.ifname, a.address.version) in self.refuse:
@@ -64,6 +63,8 @@ class FakeKernel:
                     case Announce() if (a.ifname, a.address) in failed:
                         continue
                     case RemoveAddress() if (a.moved_to, a.address) in failed:
+                        continue
+                    case Log() if failed & set(a.moved):
                         continue
                     case AddAddress():
                         self.kernel[a.ifname].add(a.address)

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from fakekernel import A, FakeKernel, moves
+from fakekernel import A, FakeKernel, Net, moves
 from mpathd.config import Config, Defaults, parse_groups
 from mpathd.core import timing
 from mpathd.core.catalogue import Kind
@@ -15,6 +15,7 @@ from mpathd.core.events import (AddAddress, AddressAdded, AddressRemoved, Announ
                                 Resynced, SetLinkUp, Started, Tick)
 from mpathd.core.machine import Core
 from mpathd.core.reports import status, summary
+from mpathd.core.states import ProbeState
 
 
 TWO = """
@@ -271,11 +272,25 @@ def test_flapping_link_only_nic_holds_repair_for_a_minute():
     assert kern.holder("192.0.2.100/24") == "eth0"
 
 
-def test_log_levels_are_errors_for_failures():
+def test_log_levels_are_errors_for_failures_and_info_for_repairs():
     kern = FakeKernel(TWO)
     out = kern.link("eth0", False)
     levels = {a.kind: a.level for a in out if isinstance(a, Log)}
-    assert levels["failure"] == logging.ERROR and levels["failover"] == logging.ERROR
+    assert levels["failure"] == levels["failover"] == levels["link_down"] == logging.ERROR
+    out = kern.link("eth0", True)
+    levels = {a.kind: a.level for a in out if isinstance(a, Log)}
+    assert levels["repair"] == levels["failback"] == levels["link_up"] == logging.INFO
+
+
+def test_probe_is_unknown_for_a_nic_that_is_not_being_probed():
+    net = Net()
+    net.run(5)
+    assert net.nic("eth0").probe_state() == ProbeState.OK
+    net.feed(LinkChanged(LinkInfo("eth0", 1, None, False)))         # probing stops
+    assert net.nic("eth0").probe_state() == ProbeState.UNKNOWN
+    net.feed(LinkRemoved("eth0", 1))
+    assert next(i for i in status(net.core, net.now)["interfaces"] if i["name"] == "eth0")["probe"] == "unknown"
+    assert net.nic("eth1").probe_state() == ProbeState.OK
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -579,6 +594,9 @@ def test_a_refused_address_stays_where_the_kernel_has_it_and_is_retried_with_bac
     refused = [t for t in kern.logs(out) if "refused" in t]
     assert refused == ["eth1 refused data address 2001:db8:1::100/64 (NetlinkError: (13, 'Permission denied')); "
                        "it stays on eth0, and no IPv6 address goes to eth1 until a retry succeeds"]
+    assert [t for t in kern.logs(out) if t.startswith("Successfully")] == [
+        "Successfully failed over from NIC eth0 to NIC eth1 (192.0.2.100/24)"]     # what really moved
+    assert kern.core.groups[0].counts["failovers"] == 1
     while kern.core.next_deadline() < 40:
         kern.now = kern.core.next_deadline()
         out = kern.do(Tick())
@@ -597,3 +615,6 @@ def test_a_refused_address_goes_to_a_nic_that_can_take_it():
     out = kern.link("eth0", False)
     assert kern.holder("2001:db8:1::100/64") == "eth2"
     assert kern.core.ledger.where[A("2001:db8:1::100/64")] == "eth2"
+    assert [t for t in kern.logs(out) if t.startswith("Successfully")] == [
+        "Successfully failed over from NIC eth0 to NIC eth2 (192.0.2.100/24)",
+        "Successfully failed over from NIC eth0 to NIC eth2 (2001:db8:1::100/64)"]

@@ -246,6 +246,41 @@ def test_a_flapping_link_is_held_failed(make_lab):
     time.sleep(0.5)
     assert lab.holders("192.0.2.100/24") == ["eth2"]
     assert next(i for i in d.status()["interfaces"] if i["name"] == "eth0")["state"] == "failed"
+    log = d.log()
+    assert log.count("Successfully failed over from NIC eth0 to NIC eth2 (192.0.2.100/24)") == 3
+    assert log.count("Successfully failed back to NIC eth0 (192.0.2.100/24)") == 2
+    assert not d.untrue(), log
+
+
+def test_quick_flaps_log_only_what_happened(make_lab):
+    """Down and up faster than the daemon reads its events, by the cable and
+    by admin down (the kernel then deletes the IPv6 addresses itself)."""
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(V6_ON_ETH0)
+    default_routes(lab)
+    lab.cut("eth0")                 # two quick flaps (a third link-up would hold the repair)
+    lab.restore("eth0")
+    for state in ("down", "up", "down"):
+        lab.sh("host", "ip", "link", "set", "eth0", state)
+    data = ("192.0.2.100/24", V6, "192.0.2.101/24")
+    wait_for(lambda: all(lab.holders(a) == ["eth1"] for a in data), what="failover")
+    time.sleep(0.5)
+    assert all(lab.holders(a) == ["eth1"] for a in data)
+    assert iface_probe(d, "eth0") == "disabled" and iface(d, "eth0")["state"] == "failed"
+    lab.assert_reach_far(data)
+    log = d.log()
+    assert log.count("Successfully failed over from NIC eth0 to NIC eth1 (192.0.2.100/24") == 3
+    assert log.count("Successfully failed back to NIC eth0 (192.0.2.100/24") == 2
+    # own IPv6 changes taken for others' ("by another program", "appeared on") are point 4's
+    assert not [line for line in d.untrue() if "another program" not in line and "appeared on" not in line], log
+
+
+def iface(d, name):
+    return next(i for i in d.status()["interfaces"] if i["name"] == name)
+
+
+def iface_probe(d, name):
+    return iface(d, name)["probe"]
 
 
 def announcements(cap, mac):

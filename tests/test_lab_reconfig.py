@@ -34,10 +34,17 @@ def test_missing_nic_at_start_is_covered_then_joins(make_lab):
 def test_hot_unplug_is_a_failure_and_replug_fails_back(make_lab):
     lab = make_lab(nics=3)
     d = lab.start_daemon(GROUP, defaults=FDT)
+    d.wait_probing("eth0", "eth1", "eth2")
+    assert iface(d, "eth0")["probe"] == "ok"
     lab.unplug("eth0")
     wait_for(lambda: lab.holders("192.0.2.100/24") == ["eth2"], what="failover")
     d.wait_log("IP interface eth0 of group ipmp0 has been removed from kernel")
     d.wait_log("IP interface failure detected on eth0 of group ipmp0")
+    d.wait_log("Successfully failed over from NIC eth0 to NIC eth2 (192.0.2.100/24)")
+    d.wait_log("Successfully failed over from NIC eth0 to NIC eth1 (2001:db8:1::100/64)")
+    assert iface(d, "eth0")["probe"] == "unknown" and iface(d, "eth0")["state"] == "failed"
+    time.sleep(0.5)
+    assert not d.untrue(), d.log()
     lab.replug("eth0")
     wait_for(lambda: lab.holders("192.0.2.100/24") == lab.holders("2001:db8:1::100/64") == ["eth0"],
              timeout=10, what="failback of both families")

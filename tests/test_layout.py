@@ -46,3 +46,20 @@ def test_only_mpathd_is_installed():
     on_disk = sorted(".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "mpathd").rglob("__init__.py"))
     assert sorted(packages) == on_disk
     assert (ROOT / "lab/__init__.py").exists() and "lab" not in packages
+
+
+DAEMON = [ROOT / "mpathd/daemon.py", *sorted((ROOT / "mpathd/adapters").glob("*.py"))]
+
+
+@pytest.mark.parametrize("path", DAEMON, ids=lambda p: p.name)
+def test_every_event_the_daemon_logs_has_its_kind(path):
+    """Above debug, the daemon and its adapters log through emit()/event()
+    (MESSAGE_ID and MPATHD_* fields) or with the kind's fields as extra."""
+    bare = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "log"
+                and node.func.attr in ("info", "warning", "error", "exception", "critical", "log")
+                and not any(k.arg == "extra" for k in node.keywords)):
+            bare.append(node.lineno)
+    assert not bare, f"{path.name}: log calls without a kind at lines {bare}"

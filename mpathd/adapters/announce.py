@@ -23,6 +23,7 @@ ends them.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import time
@@ -90,9 +91,18 @@ class Announcer:
 
     def announce(self, ifname: str, addr: Address) -> None:
         """Send the first frame now (an error is the caller's) and schedule
-        the repeats, replacing those of an older announcement of addr."""
+        the repeats, replacing those of an older announcement of addr. A NIC
+        that went down or away before its event was handled sends nothing
+        and it is no error: that event moves the address, and the move
+        announces afresh."""
         self._repeats.pop(addr, None)
-        self._socks[ifname].send(self._frames[(ifname, addr)])
+        try:
+            self._socks[ifname].send(self._frames[(ifname, addr)])
+        except OSError as e:
+            if e.errno not in (errno.ENETDOWN, errno.ENXIO, errno.ENODEV):
+                raise
+            log.debug("announcement of %s on %s not sent: %s", addr, ifname, e.strerror)
+            return
         if self.count > 1:
             self._repeats[addr] = _Repeat(ifname, self._clock() + self.interval, self.count - 1)
 

@@ -29,11 +29,11 @@ import struct
 import time
 from typing import Callable
 
+from ..core.catalogue import Kind
 from ..core.events import ProbeReply, SendProbe
 from ..core.probe import KIND_ARP
+from .log import event
 from .probesock import SO_TIMESTAMPNS, received_at
-
-log = logging.getLogger("mpathd")
 
 ETH_P_ARP = 0x0806
 _ARP_REPLY = 2
@@ -139,7 +139,8 @@ class ArpSockets:
         except OSError as e:                       # ENETDOWN and the like: lost too
             if time.monotonic() - s.warned_at >= _WARN_EVERY_S:
                 s.warned_at = time.monotonic()
-                log.warning("ARP probe from %s to %s failed: %s", s.ifname, p.dst, e.strerror)
+                event(logging.WARNING, Kind.PROBE_ERROR, f"ARP probe from {s.ifname} to {p.dst} failed: {e.strerror}",
+                      s.ifname)
 
     def _read(self, s: _Sock) -> None:
         """One frame per readiness, as the ICMP probe sockets."""
@@ -148,7 +149,7 @@ class ArpSockets:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
-            log.warning("ARP probe socket of %s: %s", s.ifname, e.strerror)
+            event(logging.WARNING, Kind.PROBE_ERROR, f"ARP probe socket of {s.ifname}: {e.strerror}", s.ifname)
             return
         rx = received_at(anc)
         # the filter passed an ARP reply to our MAC; IPv4 over Ethernet is

@@ -32,12 +32,12 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from ..config import Address
 from ..core import timing
+from ..core.catalogue import Kind
 from ..core.events import (AddAddress, AddressAdded, AddressRemoved, ArpGuarded, Event, LinkChanged, LinkInfo,
                            LinkRemoved, LinkRenamed, NeighboursRead, RemoveAddress, Resynced, RouteAdded, RouteRemoved,
                            SetLinkUp)
+from .log import event
 from .routes import KernelRoute, RouteKeeper
-
-log = logging.getLogger("mpathd")
 
 _RCVBUF = 4 << 20
 _NUD_NOARP, _NUD_PERMANENT = 0x40, 0x80
@@ -58,14 +58,16 @@ def read_sysctl(ifname: str, key: str) -> str | None:
         return None
 
 
-def _set_sysctl(path: str, want: str) -> str:
-    """Write a sysctl if it differs, and log the change; return the value it had."""
+def _set_sysctl(path: str, want: str, ifname: str | None = None) -> str:
+    """Write a sysctl (of `ifname`, if it is a NIC's) if it differs, and log
+    the change; return the value it had."""
     with open(path) as f:
         have = f.read().strip()
     if have != want:
         with open(path, "w") as f:
             f.write(want)
-        log.info("set %s=%s (was %s)", path[len("/proc/sys/"):].replace("/", "."), want, have)
+        event(logging.INFO, Kind.SYSCTL_SET, f"set {path[len('/proc/sys/'):].replace('/', '.')}={want} (was {have})",
+              ifname)
     return have
 
 
@@ -184,7 +186,7 @@ class Kernel:
             except OSError as e:
                 if e.errno != errno.ENOBUFS:
                     raise
-                log.warning("netlink event queue overflowed; re-reading the kernel's state")
+                event(logging.WARNING, Kind.RESYNC, "netlink event queue overflowed; re-reading the kernel's state")
                 self.expected.clear()
                 while True:               # discard what is queued: the dump supersedes it
                     try:
@@ -274,6 +276,17 @@ class Kernel:
                 return idx
         raise LookupError(f"no interface {ifname}")
 
+    def down(self, ifname: str) -> bool:
+        """Has the NIC no carrier, or is it gone, right now? (Asked after a
+        request failed: the event that says so may not be read yet.)"""
+        if ifname not in self.names.values():
+            return True
+        try:
+            with open(f"/sys/class/net/{ifname}/carrier") as f:
+                return f.read().strip() != "1"
+        except OSError:                       # EINVAL while it is set down; gone
+            return True
+
     def prepare(self, ifname: str, index: int, neigh_retrans_ms: int, spreading: bool,
                 families: set[int]) -> None:
         """Set the sysctls a group NIC needs; warn about those that break it,
@@ -289,17 +302,17 @@ class Kernel:
             wanted += [(f"/proc/sys/net/{fam}/fib_multipath_hash_policy", "1") for fam in ("ipv4", "ipv6")]
         for path, want in wanted:
             try:
-                was = _set_sysctl(path, want)
+                was = _set_sysctl(path, want, ifname)
             except OSError as e:
-                log.warning("cannot set %s: %s", path, e.strerror)
+                event(logging.WARNING, Kind.SYSCTL_FAILED, f"cannot set {path}: {e.strerror}", ifname)
                 continue
             if path.endswith("/retrans_time_ms"):
                 self.retrans_before.setdefault(path, was)   # a second prepare keeps the first
         for problem in check_sysctls(ifname):
-            log.warning("%s", problem)
+            event(logging.WARNING, Kind.NIC_UNSUITABLE, problem, ifname)
         if 6 in families and (problem := ipv6_problem(ifname)):
-            log.warning("%s, but its group has IPv6 data addresses: they cannot fail over to %s",
-                        problem, ifname)
+            event(logging.WARNING, Kind.NIC_UNSUITABLE, f"{problem}, but its group has IPv6 data addresses: "
+                                                        f"they cannot fail over to {ifname}", ifname)
 
     def set_up(self, act: SetLinkUp) -> None:
         """IFF_UP on the device of the action's index, in one RTM_NEWLINK
@@ -319,7 +332,7 @@ class Kernel:
             was = self.retrans_before.pop(path, None)
             if was is not None:
                 try:
-                    _set_sysctl(path, was)
+                    _set_sysctl(path, was, ifname)
                 except OSError:
                     pass
 
@@ -372,8 +385,11 @@ class Kernel:
 
     def remove_address(self, act: RemoveAddress) -> None:
         """Delete an address; after a move off a failed NIC, drop the packets
-        queued behind it too."""
-        idx = self.index(act.ifname)
+        queued behind it too. A NIC that is gone (its RTM_DELLINK read, not
+        yet handled) took its addresses with it: nothing to do."""
+        idx = next((i for i, name in self.names.items() if name == act.ifname), None)
+        if idx is None:
+            return
         self._delete(idx, act.address, act.address.network.prefixlen)
         if act.flush_neighbours:
             self._flush_neighbours(idx, act.address.version)

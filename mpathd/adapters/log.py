@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+from ..core.catalogue import Kind
 from ..core.events import Log
 
 log = logging.getLogger("mpathd")
@@ -31,11 +32,21 @@ def setup(verbose: bool = False) -> None:
     log.addHandler(handler)
 
 
+def event(level: int, kind: Kind, text: str, ifname: str | None = None) -> None:
+    """An event the daemon or an adapter logs itself, with the same fields
+    as the core's (its kind is in the catalogue)."""
+    emit(Log(level, text, kind, None, ifname))
+
+
+def fields(kind: Kind) -> dict[str, str]:
+    return {"MESSAGE_ID": kind.message_id, "MPATHD_EVENT": kind.value}
+
+
 def emit(entry: Log) -> None:
     """Log one of the core's Log actions with its journal fields."""
-    fields = {"MESSAGE_ID": entry.kind.message_id, "MPATHD_EVENT": entry.kind.value}
+    extra = fields(entry.kind)
     if entry.group:
-        fields["MPATHD_GROUP"] = entry.group
+        extra["MPATHD_GROUP"] = entry.group
     if entry.ifname:
-        fields["MPATHD_INTERFACE"] = entry.ifname
-    log.log(entry.level, "%s", entry.text, extra=fields)
+        extra["MPATHD_INTERFACE"] = entry.ifname
+    log.log(entry.level, "%s", entry.text, extra=extra)

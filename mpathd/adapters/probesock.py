@@ -33,9 +33,9 @@ from typing import Callable
 from scapy.layers.inet import ICMP
 from scapy.layers.inet6 import IPv6, ICMPv6EchoRequest
 
+from ..core.catalogue import Kind
 from ..core.events import ProbeReply, SendProbe
-
-log = logging.getLogger("mpathd")
+from .log import event
 
 PAYLOAD = struct.Struct("!QQB3x")           # nonce, send time (ns), kind
 _SEQ = struct.Struct("!H")
@@ -154,7 +154,8 @@ class ProbeSockets:
             now = time.monotonic()
             if now - s.warned_at >= _WARN_EVERY_S:
                 s.warned_at = now
-                log.warning("probe from %s to %s failed: %s", s.ifname, p.dst, e.strerror)
+                event(logging.WARNING, Kind.PROBE_ERROR, f"probe from {s.ifname} to {p.dst} failed: {e.strerror}",
+                      s.ifname)
 
     def _read(self, s: _Sock) -> None:
         """One datagram per readiness: epoll is level-triggered, so a second
@@ -165,7 +166,8 @@ class ProbeSockets:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
-            log.warning("probe socket of %s (IPv%d): %s", s.ifname, s.family, e.strerror)
+            event(logging.WARNING, Kind.PROBE_ERROR, f"probe socket of {s.ifname} (IPv{s.family}): {e.strerror}",
+                  s.ifname)
             return
         reply = self._parse(s, data, addr[0], received_at(anc))
         if reply is not None:
@@ -197,5 +199,6 @@ class ProbeSockets:
         now = time.monotonic()
         if now - s.warned_at >= _WARN_EVERY_S:
             s.warned_at = now
-            log.warning("ignored a malformed echo reply from %s on %s: %s", src, s.ifname, why)
+            event(logging.WARNING, Kind.REPLY_MALFORMED,
+                  f"ignored a malformed echo reply from {src} on {s.ifname}: {why}", s.ifname)
         return None

@@ -30,9 +30,9 @@ from pyroute2 import NetlinkError
 from pyroute2.netlink import (NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
                               nla, nla_string, nlmsg)
 
+from ..core.catalogue import Kind
 from ..core.events import OwnedRoute, RouteKey as CoreRouteKey
-
-log = logging.getLogger("mpathd")
+from .log import event
 
 # Message types and the multicast group (include/uapi/linux/rtnetlink.h).
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
@@ -676,8 +676,9 @@ class RouteKeeper:
                 self.kr.install(kr.via_gateway(first.gateway, first.oif, onlink=first.gateway is not None
                                                and kr.family == socket.AF_INET))
             except NetlinkError as e:
-                log.warning("cannot give the route to %s/%d (table %d) back to %s as a plain route: %s",
-                            kr.dst or "default", kr.dst_len, kr.table, self.names.get(first.oif), e)
+                event(logging.WARNING, Kind.ACTION_FAILED,
+                      f"cannot give the route to {kr.dst or 'default'}/{kr.dst_len} (table {kr.table}) back to "
+                      f"{self.names.get(first.oif)} as a plain route: {e}", self.names.get(first.oif))
         self._on_ours = {}
         for nh in stale:
             self._delete(nh.id)

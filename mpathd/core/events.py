@@ -200,9 +200,13 @@ class Online:
 
 @dataclass(frozen=True)
 class ActionFailed:
-    """An adapter could not carry out an action; error is its reason."""
+    """An adapter could not carry out an action; error is its reason. With
+    nic_down, a NIC it was for had no carrier or was gone when it failed:
+    the kernel's event about that follows, and the failure is no news.
+    Every refusal of an event's actions comes back before the next event."""
     action: "Action"
     error: str
+    nic_down: bool = False
 
 
 @dataclass(frozen=True)
@@ -348,6 +352,8 @@ class Log:
     kind: Kind                 # the event catalogue's entry: MPATHD_EVENT and MESSAGE_ID
     group: str | None = None
     ifname: str | None = None
+    moved: tuple[tuple[str, Address], ...] = ()   # the adds (NIC, address) a move's line
+                                                  # reports: written only if none was refused
 
 
 @dataclass(frozen=True)

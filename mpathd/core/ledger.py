@@ -130,10 +130,13 @@ class Ledger:
             return                             # moves it if that NIC is not the right one)
         self._remove_duplicate(addr, ifname, holder)    # type: ignore[arg-type]
 
-    def removed(self, ifname: str, kaddr: Address, group: str) -> None:
+    def removed(self, ifname: str, kaddr: Address, group: str, teardown: bool = False) -> None:
         """Another program deleted an address: a managed one is put back
         (test addresses by the core's next settle, data addresses by the
-        next placement). `group` is that of the NIC it was on."""
+        next placement). `group` is that of the NIC it was on. With
+        `teardown` the NIC is down and the kernel took the address itself
+        (IPv6 addresses when a NIC is set down, all of them when it is
+        removed): the same, without blaming another program."""
         if kaddr.ip not in self._configured:
             self.own.discard(kaddr.ip)
         if self.link_local.get(ifname) == kaddr.ip:
@@ -141,12 +144,14 @@ class Ledger:
         seen, addr = self.classify(ifname, kaddr)
         if seen is Seen.TEST and (ifname, addr) in self.tests_present:
             self.tests_present.discard((ifname, addr))  # type: ignore[arg-type]
-            self._emit(Log(WARNING, f"test address {addr} was removed from {ifname} by another "
-                                    f"program; putting it back", Kind.ADDRESS_RESTORED, group, ifname))
+            if not teardown:
+                self._emit(Log(WARNING, f"test address {addr} was removed from {ifname} by another "
+                                        f"program; putting it back", Kind.ADDRESS_RESTORED, group, ifname))
         elif seen is Seen.DATA and self.where[addr] == ifname:  # type: ignore[index]
             self.where[addr] = None                     # type: ignore[index]
-            self._log(f"data address {addr} was removed from {ifname} by another program; "
-                      f"putting it back", Kind.ADDRESS_RESTORED, addr, ifname)  # type: ignore[arg-type]
+            if not teardown:
+                self._log(f"data address {addr} was removed from {ifname} by another program; "
+                          f"putting it back", Kind.ADDRESS_RESTORED, addr, ifname)  # type: ignore[arg-type]
 
     def gone(self, ifname: str) -> None:
         """The device is gone and took its addresses with it."""

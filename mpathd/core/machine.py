@@ -102,7 +102,15 @@ class Nic:
         return self.present and self.health.works()
 
     def probe_state(self) -> ProbeState:
-        return ProbeState.DISABLED if self.offline else self.health.probe_state()
+        """DISABLED offline or without probing; UNKNOWN while it is not being
+        probed (missing, no carrier, no test address yet): its last verdict
+        is no news."""
+        if self.offline:
+            return ProbeState.DISABLED
+        probers = self.health.probers
+        if probers and not any(p.running for p in probers.values()):
+            return ProbeState.UNKNOWN
+        return self.health.probe_state()
 
     def state(self) -> NicState:
         if self.offline:
@@ -160,6 +168,7 @@ class Core:
         self._retire: list[RemoveAddress] = []        # second halves of this settle's moves
         self._flushed_at: float | None = None          # routes the kernel dropped: put back then
         self._moves: dict[tuple[str, Address], str | None] = {}   # adds of the last event -> old holder
+        self._move_lines: list[tuple[Group, str | None, str, list[Address], str | None]] = []
         self.refusing = Backoff()                     # (NIC, family) that refused an address
         self.ledger = Ledger(self._emit)
         self._summary = ""
@@ -237,8 +246,8 @@ class Core:
         self._out.append(action)
 
     def _log(self, level: int, text: str, kind: Kind, group: str | None = None,
-             ifname: str | None = None) -> None:
-        self._out.append(Log(level, text, kind, group, ifname))
+             ifname: str | None = None, moved: tuple[tuple[str, Address], ...] = ()) -> None:
+        self._out.append(Log(level, text, kind, group, ifname, moved))
 
     def group_of(self, nic: Nic) -> Group:
         return self._group_by_nic.get(nic.name, self.anon)
@@ -285,6 +294,7 @@ class Core:
             # the daemon hands back every refusal of an event's actions before
             # the next event: what was not refused was carried out
             self._moves.clear()
+            self._move_lines.clear()
             self.refusing.accepted()
             self.routes.retry.accepted()
         match event:                                 # the probe path first
@@ -307,7 +317,8 @@ class Core:
             case AddressRemoved():
                 nic = self.nics.get(event.ifname)
                 self.routes.address_gone(event.ifname, event.address.ip)
-                self.ledger.removed(event.ifname, event.address, self.group_of(nic).name if nic else "")
+                self.ledger.removed(event.ifname, event.address, self.group_of(nic).name if nic else "",
+                                    teardown=nic is not None and nic.health.link.state == LinkState.DOWN)
             case RouteAdded():
                 self._route_added(event.route)
             case RouteRemoved():
@@ -315,7 +326,7 @@ class Core:
             case NeighboursRead():
                 self._neighbours(event)
             case ActionFailed():
-                self._action_failed(event.action, event.error)
+                self._action_failed(event.action, event.error, event.nic_down)
             case ConfigReloaded():
                 self._reload(event)
             case Offline():
@@ -329,14 +340,15 @@ class Core:
         out, self._out = self._out, []
         return out
 
-    def _action_failed(self, action: Action, error: str) -> None:
+    def _action_failed(self, action: Action, error: str, nic_down: bool) -> None:
         """The kernel refused an action. A refused data address stays where
         the kernel has it, and its family is not put on that NIC again until
         the back-off has passed; a refused route or path waits likewise. Each
-        is logged once per cause, not on every retry."""
+        is logged once per cause, not on every retry, and not at all when
+        its NIC was down or gone (the event that says so follows)."""
         match action:
             case AddAddress(test=False):
-                self._add_refused(action, error)
+                self._add_refused(action, error, nic_down)
                 return
             case SetPath(path=path, members=members):
                 new = self.routes.refused(path, members, self.now, error)
@@ -348,16 +360,28 @@ class Core:
                 new = True
                 if isinstance(action, StartProbing):
                     self._probe_start_failed(action)
-        if new:
+        if new and not nic_down:
             self._log(ERR, f"could not carry out {action}: {error}", Kind.ACTION_FAILED)
 
-    def _add_refused(self, act: AddAddress, error: str) -> None:
+    def _add_refused(self, act: AddAddress, error: str, nic_down: bool) -> None:
+        """The daemon dropped the line of the move (Log.moved): it is written
+        again for the addresses that did move."""
         addr, dst, fam = act.address, act.ifname, act.address.version
         src = self._moves.pop((dst, addr), None)
+        for line in self._move_lines:
+            g, src_, dst_, addrs, counter = line
+            if dst_ == dst and addr in addrs:
+                self._move_lines.remove(line)
+                if counter:
+                    g.counts[counter] -= 1
+                rest = [a for a in addrs if a != addr]
+                if rest:
+                    self._log_move(g, src_, dst, rest)
+                break
         where = self.ledger.where
         if where.get(addr) == dst:
             where[addr] = src                      # the old copy stays: the daemon did not remove it
-        if self.refusing.refused((dst, fam), self.now, error):
+        if self.refusing.refused((dst, fam), self.now, error) and not nic_down:
             g = self.ledger.group_of.get(addr)
             self._log(ERR, f"{dst} refused data address {addr} ({error}); it stays "
                            f"{'on ' + src if src else 'unplaced'}, and no IPv{fam} address goes to {dst} "
@@ -687,7 +711,7 @@ class Core:
             if nic.cfg.group:                  # its announcements must carry the new MAC,
                 self._out.append(self._prepare(nic, self.group_of(nic)))
                 for addr, holder in self.ledger.where.items():   # and the neighbours learn it
-                    if holder == nic.name:
+                    if holder == nic.name and link.running:       # (nothing goes out of a NIC that is down)
                         self._out.append(Announce(nic.name, addr))
         return nic.health.link_observed(link.running, self.now, nic.failed)
 
@@ -724,7 +748,7 @@ class Core:
             self._forget_routes(nic.name)
             self._log(ERR, f"The link has gone down on {nic.name}", Kind.LINK_DOWN, group, nic.name)
         elif change == LinkState.UP:
-            self._log(ERR, f"The link has come up on {nic.name}", Kind.LINK_UP, group, nic.name)
+            self._log(INFO, f"The link has come up on {nic.name}", Kind.LINK_UP, group, nic.name)
             if held:
                 self._log(ERR, f"The link has come up on {nic.name} more than "
                                f"{timing.LINK_UP_PERMIN} times in the last minute; disabling repair "
@@ -924,7 +948,7 @@ class Core:
                     nic.failed = False
                     if not nic.fresh:
                         nic.counts["repairs"] += 1
-                        self._log(ERR, f"IP interface repair detected on {nic.name}{self._of(g)}",
+                        self._log(INFO, f"IP interface repair detected on {nic.name}{self._of(g)}",
                                   Kind.REPAIR, g.name or None, nic.name)
                     if not nic.offline and g is not self.anon:
                         # a NIC that appeared is created, not repaired: FAILBACK=no does not apply
@@ -989,27 +1013,39 @@ class Core:
             self._moves[(want, addr)] = cur
             moves[(cur, want)].append(addr)
         for (src, dst), addrs in moves.items():
-            listing = ", ".join(str(a) for a in addrs)
-            if src is None:
-                self._log_restored(g, dst, addrs)
-            elif all(home[a] == dst for a in addrs) and not self._broken(src):
-                g.counts["failbacks"] += 1
-                self._log(ERR, f"Successfully failed back to NIC {dst} ({listing})", Kind.FAILBACK,
-                          g.name, dst)
-            elif self._broken(src):
-                g.counts["failovers"] += 1
-                self._log(ERR, f"Successfully failed over from NIC {src} to NIC {dst} ({listing})",
-                          Kind.FAILOVER, g.name, src)
-            else:
-                self._log(INFO, f"moved {listing} from NIC {src} to NIC {dst}: "
-                                f"{self._why_leaving(src, g)}", Kind.MOVED, g.name, dst)
+            self._log_move(g, src, dst, addrs)
         newly = [a for a in stranded if a not in self._stranded]
         self._stranded = (self._stranded - set(home)) | set(stranded)
         self._log_missing(g, [(a, f"{home[a] or g.name} (couldn't move; no alternative interface)")
                               for a in newly], Kind.MISSING_STRANDED, None)
 
+    def _log_move(self, g: Group, src: str | None, dst: str, addrs: list[Address]) -> None:
+        """The line of a move, after its adds: the daemon writes it only if
+        the kernel took every address (Log.moved), and a refusal writes it
+        again for the others (_add_refused). A failback is routine: INFO
+        (in.mpathd logs it at LOG_ERR)."""
+        home, moved = g.home(), tuple((dst, a) for a in addrs)
+        listing = ", ".join(str(a) for a in addrs)
+        counter = None
+        if src is None:
+            self._log_restored(g, dst, addrs, moved)
+        elif all(home[a] == dst for a in addrs) and not self._broken(src):
+            counter = "failbacks"
+            self._log(INFO, f"Successfully failed back to NIC {dst} ({listing})", Kind.FAILBACK,
+                      g.name, dst, moved)
+        elif self._broken(src):
+            counter = "failovers"
+            self._log(ERR, f"Successfully failed over from NIC {src} to NIC {dst} ({listing})",
+                      Kind.FAILOVER, g.name, src, moved)
+        else:
+            self._log(INFO, f"moved {listing} from NIC {src} to NIC {dst}: "
+                            f"{self._why_leaving(src, g)}", Kind.MOVED, g.name, dst, moved)
+        if counter:
+            g.counts[counter] += 1
+        self._move_lines.append((g, src, dst, addrs, counter))
+
     def _log_missing(self, g: Group, entries: list[tuple[Address, str]], kind: Kind,
-                     ifname: str | None) -> None:
+                     ifname: str | None, moved: tuple[tuple[str, Address], ...] = ()) -> None:
         """Solaris' boot message for the addresses of missing NICs, one line
         per address family: `moving addresses from missing IPv4 interfaces:
         eth0 (moved to eth1)`."""
@@ -1019,7 +1055,7 @@ class Core:
                 by_family[_family(a)].append(entry)
         for fam, listed in by_family.items():
             self._log(ERR, f"moving addresses from missing {fam} interfaces: {', '.join(listed)}",
-                      kind, g.name, ifname)
+                      kind, g.name, ifname, moved)
 
     def _broken(self, ifname: str) -> bool:
         """Is this NIC failed? (A NIC that left every group is not.)"""
@@ -1036,16 +1072,18 @@ class Core:
             return "it is now INACTIVE"
         return "to balance the group"
 
-    def _log_restored(self, g: Group, dst: str, addrs: list[Address]) -> None:
+    def _log_restored(self, g: Group, dst: str, addrs: list[Address],
+                      moved: tuple[tuple[str, Address], ...]) -> None:
         """Addresses that were nowhere: their NIC is missing, or someone
         deleted them. Missing NICs get the Solaris boot message."""
         home = g.home()
         missing = [a for a in addrs if home[a] is not None and not self.nics[home[a]].present]
         plain = [a for a in addrs if a not in missing]
-        self._log_missing(g, [(a, f"{home[a]} (moved to {dst})") for a in missing], Kind.MISSING_MOVED, dst)
+        self._log_missing(g, [(a, f"{home[a]} (moved to {dst})") for a in missing], Kind.MISSING_MOVED, dst,
+                          moved)
         if plain:
             self._log(INFO, f"data address {', '.join(str(a) for a in plain)} placed on NIC {dst}",
-                      Kind.ADDRESS_PLACED, g.name, dst)
+                      Kind.ADDRESS_PLACED, g.name, dst, moved)
 
     def _refresh_group_state(self, g: Group) -> None:
         state = policy.group_state(g.nics)
@@ -1058,7 +1096,7 @@ class Core:
         elif state != GroupState.FAILED and g.unusable_logged:
             g.unusable_logged = False
             usable = [n for n in g.nics if n.functioning]
-            self._log(ERR, f"At least 1 IP interface ({usable[-1].name}) in group {g.name} is now usable",
+            self._log(INFO, f"At least 1 IP interface ({usable[-1].name}) in group {g.name} is now usable",
                       Kind.GROUP_USABLE, g.name, usable[-1].name)
 
     def _assign_targets(self) -> None:
@@ -1107,8 +1145,10 @@ class Core:
                 p.stop()
 
     def _install_test_addresses(self) -> None:
+        """On every present NIC whose link is not down (the kernel may be
+        tearing a NIC that is down away: its addresses go back once it is up)."""
         for nic in self.nics.values():
-            if not nic.present:
+            if not nic.present or nic.health.link.state == LinkState.DOWN:
                 continue
             for t in nic.cfg.test:
                 if (nic.name, t) not in self.ledger.tests_present:

@@ -69,6 +69,8 @@ groups:
       eth1: {data: [192.0.2.101/24]}
 """
 LINK_TRIO_GROUP = LINK_PAIR_GROUP + "      eth2: {standby: true}\n"
+# The link pair with an IPv6 data address on eth0 too.
+LINK_V6_PAIR_GROUP = LINK_PAIR_GROUP.replace("{data: [192.0.2.100/24]}", '{data: [192.0.2.100/24, "2001:db8:1::100/64"]}')
 
 # The pair and the trio with address-less ARP probing: no test addresses.
 ARP_PAIR_GROUP = """

@@ -5,6 +5,7 @@ It decides nothing itself.
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -31,6 +32,7 @@ from .adapters.notify import Notifier
 
 _TICK = Tick()                   # no fields: one instance serves every turn
 _RESYNC = object()               # dispatch: re-read the kernel here
+_NIC_DOWN = (errno.ENETDOWN, errno.ENODEV, errno.ENXIO)   # errors of a NIC that is down or gone
 
 
 class Daemon:
@@ -291,9 +293,17 @@ class Daemon:
                     return self.kernel.guard_arp(action.enable, action.members)
         except Exception as e:                       # noqa: BLE001 -- reported to the core
             log.debug("action %s failed", action, exc_info=True)
-            nics = [action.ifname] if hasattr(action, "ifname") else [n for n, _ in getattr(action, "members", ())]
-            return ActionFailed(action, f"{type(e).__name__}: {e}", any(self.kernel.down(n) for n in nics))
+            return ActionFailed(action, f"{type(e).__name__}: {e}", self._nic_down(action, e))
         return None
+
+    def _nic_down(self, action, e: Exception) -> bool:
+        """Did the action fail because a NIC of it is down or gone? The
+        error says so, or the NIC has no carrier now (the kernel says
+        EINVAL for an IPv6 nexthop on a NIC that is down)."""
+        if isinstance(e, LookupError) or getattr(e, "code", getattr(e, "errno", None)) in _NIC_DOWN:
+            return True
+        nics = [action.ifname] if hasattr(action, "ifname") else [n for n, _ in getattr(action, "members", ())]
+        return any(self.kernel.down(n) for n in nics)
 
 
 def _of_refused_move(action, unplaced: set) -> bool:

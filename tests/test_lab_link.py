@@ -6,7 +6,7 @@ import re
 import sys
 import time
 
-from lab import LINK_PAIR_GROUP, LINK_TRIO_GROUP, ROUTER4, ROUTER6, mac_of, wait_for
+from lab import LINK_PAIR_GROUP, LINK_TRIO_GROUP, LINK_V6_PAIR_GROUP, ROUTER4, ROUTER6, mac_of, wait_for
 
 TWO = """
 groups:
@@ -256,7 +256,7 @@ def test_quick_flaps_log_only_what_happened(make_lab):
     """Down and up faster than the daemon reads its events, by the cable and
     by admin down (the kernel then deletes the IPv6 addresses itself)."""
     lab = make_lab(nics=2)
-    d = lab.start_daemon(V6_ON_ETH0)
+    d = lab.start_daemon(LINK_V6_PAIR_GROUP)
     default_routes(lab)
     lab.cut("eth0")                 # two quick flaps (a third link-up would hold the repair)
     lab.restore("eth0")
@@ -339,13 +339,6 @@ def test_a_newer_move_ends_the_repeats_of_the_older_one(make_lab):
     assert len(announcements(cap, mac_of(1)).get("192.0.2.100", [])) == 4    # the configured count
 
 
-V6_ON_ETH0 = """
-groups:
-  ipmp0:
-    interfaces:
-      eth0: {data: [192.0.2.100/24, "2001:db8:1::100/64"]}
-      eth1: {data: [192.0.2.101/24]}
-"""
 V6 = "2001:db8:1::100/64"
 
 
@@ -356,7 +349,7 @@ def where(d, address):
 def test_a_nic_that_refuses_ipv6_keeps_the_status_true_and_is_retried(make_lab):
     lab = make_lab(nics=2)
     lab.sysctl("host", "net.ipv6.conf.eth1.disable_ipv6=1")
-    d = lab.start_daemon(V6_ON_ETH0)
+    d = lab.start_daemon(LINK_V6_PAIR_GROUP)
     d.wait_log("IPv6 is disabled on eth1 (net.ipv6.conf.eth1.disable_ipv6=1), but its group has IPv6 "
                "data addresses: they cannot fail over to eth1")
     default_routes(lab)
@@ -376,7 +369,7 @@ def test_a_nic_that_refuses_ipv6_keeps_the_status_true_and_is_retried(make_lab):
 def test_a_refused_address_goes_to_a_nic_that_can_carry_it(make_lab):
     lab = make_lab(nics=3)
     lab.sysctl("host", "net.ipv6.conf.eth1.disable_ipv6=1")
-    d = lab.start_daemon(V6_ON_ETH0 + "      eth2: {standby: true}\n")
+    d = lab.start_daemon(LINK_V6_PAIR_GROUP + "      eth2: {standby: true}\n")
     default_routes(lab)
     lab.cut("eth0")
     wait_for(lambda: lab.holders(V6) == ["eth2"], what="IPv6 failover to eth2")

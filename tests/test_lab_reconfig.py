@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from lab import ROUTER4, ROUTER6, TRIO_GROUP, mac_of, wait_for
+from lab import LINK_V6_PAIR_GROUP, ROUTER4, ROUTER6, TRIO_GROUP, mac_of, wait_for
 
 GROUP = TRIO_GROUP
 FDT = "FAILURE_DETECTION_TIME=1000\n"
@@ -186,13 +186,6 @@ def test_ipmpctl_check(make_lab, tmp_path):
     assert p.returncode == 2 and p.stderr.startswith(f"ipmpctl: {bad}:4: unknown key 'bogus'")
 
 
-RENAMED = """
-groups:
-  ipmp0:
-    interfaces:
-      NAME: {data: [192.0.2.100/24, "2001:db8:1::100/64"]}
-      eth1: {data: [192.0.2.101/24]}
-"""
 DATA = ["192.0.2.100/24", "2001:db8:1::100/64", "192.0.2.101/24"]
 
 
@@ -204,7 +197,7 @@ def default_routes(lab):
 
 def test_a_nic_renamed_away_from_its_configured_name_leaves_and_loses_nothing(make_lab):
     lab = make_lab(nics=2)
-    d = lab.start_daemon(RENAMED.replace("NAME", "eth0"))
+    d = lab.start_daemon(LINK_V6_PAIR_GROUP)
     default_routes(lab)
     assert lab.holders("192.0.2.100/24") == ["eth0"]
     lab.rename("eth0", "lan0")
@@ -221,7 +214,7 @@ def test_a_nic_renamed_away_from_its_configured_name_leaves_and_loses_nothing(ma
 
 def test_a_nic_renamed_to_its_configured_name_joins_and_is_watched(make_lab):
     lab = make_lab(nics=2)
-    d = lab.start_daemon(RENAMED.replace("NAME", "lan0"))     # udev has not renamed eth0 yet
+    d = lab.start_daemon(LINK_V6_PAIR_GROUP.replace("eth0:", "lan0:"))     # udev has not renamed eth0 yet
     default_routes(lab)
     d.wait_log("moving addresses from missing IPv4 interfaces: lan0 (moved to eth1)")
     lab.rename("eth0", "lan0")

@@ -221,8 +221,6 @@ class Kernel:
             name = self.names.get(msg["index"])
             if name is None or (kind == "RTM_NEWADDR" and not _usable(msg)):
                 return None
-            if kind == "RTM_NEWADDR" and msg["index"] in self._renamed:
-                return None      # a rename re-announces every IPv4 address under the new name: no news
             addr = _address(msg)
             pid = msg["header"]["pid"]
             if pid == self.port or (addr.version == 6 and pid == 0):
@@ -231,6 +229,8 @@ class Kernel:
                 if pid == self.port:
                     self._unpredicted = True
                     return None
+            if kind == "RTM_NEWADDR" and msg["index"] in self._renamed:
+                return None      # a rename re-announces every IPv4 address under the new name: no news
             return (AddressAdded if kind == "RTM_NEWADDR" else AddressRemoved)(name, addr)
         if kind in ("RTM_NEWROUTE", "RTM_DELROUTE"):
             return self._route_event(msg)

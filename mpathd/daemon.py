@@ -32,6 +32,7 @@ from .adapters.notify import Notifier
 
 _TICK = Tick()                   # no fields: one instance serves every turn
 _RESYNC = object()               # dispatch: re-read the kernel here
+_MAX_ROUNDS = 1000               # dispatch: far above any real cascade (one per refused action)
 _NIC_DOWN = (errno.ENETDOWN, errno.ENODEV, errno.ENXIO)   # errors of a NIC that is down or gone
 
 
@@ -203,15 +204,24 @@ class Daemon:
 
     # --------------------------------------------------------- the actions
 
-    def dispatch(self, event: Event) -> None:
+    def dispatch(self, incoming: Event) -> None:
         """Hand the event to the core and carry out its actions. What the
         core must hear of them comes back depth-first, refusals first, so
         that every refusal of an event's actions reaches the core before any
         other event (core.handle counts on it)."""
-        pending: list = [event]
+        pending: list = [incoming]
         resynced = False
         unplaced: set = set()                # (NIC, address) whose add failed
+        rounds = 0
         while pending:
+            rounds += 1
+            if rounds > _MAX_ROUNDS:
+                # a bug that keeps asking what the kernel refuses must not
+                # hold the loop: drop the rest, the next event starts afresh
+                event(logging.ERROR, Kind.INTERNAL_ERROR,
+                      f"internal error, continuing: {rounds - 1} rounds of refusals for one event; "
+                      f"dropped {len(pending)} pending")
+                return
             ev = pending.pop(0)
             if ev is _RESYNC:
                 ev = Resynced(*self.kernel.snapshot())

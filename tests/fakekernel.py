@@ -53,6 +53,7 @@ class FakeKernel:
         removal are not, as the daemon skips them)."""
         pending, done, failed = [event], [], set()
         while pending:
+            assert len(self.refused) < 1000, "the core keeps asking what the kernel refuses"
             for a in self.core.handle(pending.pop(0), self.now):
                 match a:
                     case AddAddress() if not a.test and (a.ifname, a.address.version) in self.refuse:
@@ -100,12 +101,12 @@ class FakeKernel:
                 holders = [n for n, s in self.kernel.items() if addr in s]
                 assert len(holders) <= 1, (addr, holders)
                 present = [n for n in g.nics if n.present]
-                if present:
+                if any((n.name, addr.version) not in self.refuse for n in present):
                     assert len(holders) == 1, (addr, self.kernel)
                 if any(n.active and (n.name, addr.version) not in self.refuse for n in g.nics):
                     assert self.core.nics[holders[0]].active, (addr, holders)
                 if present:
-                    assert self.core.ledger.where[addr] == holders[0], (addr, holders)
+                    assert self.core.ledger.where[addr] == (holders or [None])[0], (addr, holders)
 
 
 def moves(actions):

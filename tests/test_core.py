@@ -618,3 +618,16 @@ def test_a_refused_address_goes_to_a_nic_that_can_take_it():
     assert [t for t in kern.logs(out) if t.startswith("Successfully")] == [
         "Successfully failed over from NIC eth0 to NIC eth2 (192.0.2.100/24)",
         "Successfully failed over from NIC eth0 to NIC eth2 (2001:db8:1::100/64)"]
+
+
+def test_in_a_group_failure_a_refused_address_is_not_asked_again_at_once():
+    kern = FakeKernel(TWO + "    data: [192.0.2.200/24]\n")
+    kern.link("eth0", False)
+    kern.link("eth1", False)                       # group failure: nothing moves
+    holder = kern.holder("192.0.2.200/24")
+    kern.refuse |= {("eth0", 4), ("eth1", 4)}
+    kern.kernel[holder] = set()                    # the device takes its addresses with it
+    kern.do(LinkRemoved(holder, kern.index[holder]))
+    asked = [(a.ifname, a.address) for _, a in kern.refused]
+    assert len(asked) == len(set(asked))            # each once, then the back-off
+    assert kern.core.ledger.where[A("192.0.2.200/24")] is None

@@ -97,16 +97,16 @@ def place(members: list[Member], home: dict[Address, str | None],
     if not active:
         # Group failure: nothing moves. An address that is nowhere (its NIC
         # vanished, or it was deleted) still gets a place: its home NIC if it
-        # exists, else any NIC that does.
+        # exists, else any NIC that does (and takes its family).
         present = [m for m in members if m.present]
         for addr, h in home.items():
             cur = where.get(addr)
             if cur is not None and cur in by_name and by_name[cur].present:
                 desired[addr] = cur
-            elif h is not None and by_name[h].present:
+            elif h is not None and by_name[h].present and takes(h, addr):
                 desired[addr] = h
             else:
-                desired[addr] = present[0].name if present else None
+                desired[addr] = next((m.name for m in present if takes(m.name, addr)), None)
         return desired
 
     load = {m.name: 0 for m in active}

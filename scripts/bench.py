@@ -753,7 +753,12 @@ def report(r: dict, command: str, plot: str | None) -> str:
     missed = [name for name, ok, _ in budgets if not ok]
     if missed:
         lines += ["## What limits the missed budgets", ""]
-        lines += [f"* **{name}.** {LIMITS.get(name.split(' at ')[0].removesuffix(' (ARP)'), 'Not analysed yet.')}" for name in missed]
+        shown = set()
+        for name in missed:
+            key = name.split(' at ')[0].removesuffix(' (ARP)')
+            lines.append(f"* **{name}.** " + ("The same as above." if key in shown
+                                               else LIMITS.get(key, "Not analysed yet.")))
+            shown.add(key)
         lines.append("")
     if BY_HAND.exists():            # what needs two builds side by side, kept with the report
         lines += [BY_HAND.read_text().rstrip(), ""]

@@ -62,28 +62,34 @@ def test_sd_notify_ready_watchdog_status_reloading_stopping(make_lab, tmp_path):
     assert d.proc.wait(10) == 0
 
 
-def as_nobody(*argv, cwd=None, env=None):
-    return subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
-                           "--inh-caps=-all", "--bounding-set=-all", *argv],
-                          capture_output=True, text=True, timeout=30, cwd=cwd, env=env)
+NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all",
+          "--bounding-set=-all", "/usr/bin/python3"]
 
 
 @pytest.fixture
-def nobody_ctl():
-    """ipmpctl as `nobody`, wherever the checkout lies: the checkout (and its
-    .venv) may be in a 0700 home directory, so the mpathd package is copied
-    to a world-readable directory under /tmp and run by Debian's python3
-    with its python3-yaml, as the Debian package runs it."""
+def nobody_python():
+    """Python as `nobody`, with mpathd importable wherever the checkout lies:
+    the checkout (and its .venv) may be in a 0700 home directory, so the
+    mpathd package is copied to a world-readable directory under /tmp and run
+    by Debian's python3 with its python3-yaml, as the Debian package runs it.
+    Yields the argv prefix and the Popen keywords."""
     base = Path(tempfile.mkdtemp(prefix="mpathd-nobody-"))
     shutil.copytree(ROOT / "mpathd", base / "mpathd", ignore=shutil.ignore_patterns("__pycache__"))
     for path in (base, *base.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(base)}
+    yield NOBODY, {"cwd": base, "env": {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(base)}}
+    shutil.rmtree(base)
+
+
+@pytest.fixture
+def nobody_ctl(nobody_python):
+    """ipmpctl as `nobody` (see nobody_python)."""
+    argv, kw = nobody_python
 
     def run(*args):
-        return as_nobody("/usr/bin/python3", "-m", "mpathd.ctl", *args, cwd=base, env=env)
-    yield run
-    shutil.rmtree(base)
+        return subprocess.run([*argv, "-m", "mpathd.ctl", *args], capture_output=True, text=True,
+                              timeout=30, **kw)
+    return run
 
 
 def test_any_user_may_look_and_only_root_may_change(make_lab, nobody_ctl):
@@ -179,7 +185,7 @@ print(json.dumps({"served": served, "limited": limited}))
 """
 
 
-def test_eight_unprivileged_pollers_do_not_hold_up_probing(make_lab):
+def test_eight_unprivileged_pollers_do_not_hold_up_probing(make_lab, nobody_python):
     nics = 8
     lab = make_lab(nics=nics)
     group = "groups:\n  ipmp0:\n    targets: [192.0.2.1]\n    interfaces:\n" + "".join(
@@ -188,9 +194,8 @@ def test_eight_unprivileged_pollers_do_not_hold_up_probing(make_lab):
     d.wait_probing(*lab.nics)
     time.sleep(1.5)                                   # a full probe history on every NIC
     before = {i["name"]: dict(i["probes"]) for i in d.status()["interfaces"]}
-    pollers = [subprocess.Popen(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
-                                 "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", POLLER,
-                                 d.control, "5"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    argv, kw = nobody_python
+    pollers = [subprocess.Popen([*argv, "-c", POLLER, d.control, "5"], stdout=subprocess.PIPE, text=True, **kw)
                for _ in range(8)]
     results = [json.loads(p.communicate(timeout=30)[0]) for p in pollers]
     after = {i["name"]: i["probes"] for i in d.status()["interfaces"]}

@@ -232,7 +232,6 @@ def test_one_slow_target_among_fast_ones_is_dropped_and_the_fdt_kept(slow_rtt):
     rows = {t["interface"]: t["targets"] for t in status(net.core, net.now)["targets"]}
     assert rows["eth0"] == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
     assert net.when("failure detected") is None
-    assert all(i["probes"]["lost"] >= 0 for i in status(net.core, net.now)["interfaces"])
 
 
 def test_a_slow_host_target_is_dropped_rediscovery_runs_and_it_rests():

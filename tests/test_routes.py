@@ -18,8 +18,9 @@ def route(dst="0.0.0.0/0", gw=GW, home="eth0", metric=0, table=254, declared=Fal
                       None if prefsrc is None else ipaddress.ip_address(prefsrc), declared=declared)
 
 
-def view(active, spreading=True, holder=lambda home, fam: None, on_link=lambda ip: None, linked=()):
-    return GroupView("ipmp0", spreading, tuple(active), holder, on_link, frozenset(linked))
+def view(active, spreading=True, holder=lambda home, fam: None, on_link=lambda ip: None, linked=(),
+         nics=("eth0", "eth1", "eth2")):
+    return GroupView("ipmp0", spreading, tuple(active), holder, on_link, frozenset(linked), frozenset(nics))
 
 
 def settle(ledger, *views, now=0.0):
@@ -223,3 +224,27 @@ def test_in_a_group_failure_what_the_kernel_flushed_goes_back_on_a_linked_nic():
     assert [type(a) for a in out] == [SetPath, InstallRoute] and out[0].members == (ETH1,)
     out = settle(led, view([ETH0, ETH1]))                          # repaired: spread again
     assert out == [SetPath(PathKey("ipmp0", 4, GW, None), (ETH0, ETH1))]
+
+
+def test_in_a_group_failure_a_nic_that_left_the_group_keeps_none_of_its_routes():
+    """A reload takes eth0, the path's only member, out of a failed group:
+    the path is dropped (the kernel deletes its routes with it), and the
+    routes are made again when a member works (random lab test, seed
+    1402305163: the route stayed believed installed and never came back)."""
+    led = RouteLedger()
+    r = route()
+    led.learn(r, "ipmp0")
+    settle(led, view([ETH0]))
+    assert settle(led, view([], nics=("eth1", "eth2"))) == [DropPath(PathKey("ipmp0", 4, GW, None))]
+    out = settle(led, view([ETH2], nics=("eth1", "eth2")))
+    assert [type(a) for a in out] == [SetPath, InstallRoute] and out[0].members == (ETH2,)
+
+
+def test_a_declared_route_without_dev_that_does_not_spread_goes_by_one_nic():
+    led = RouteLedger()
+    led.learn(route(home=None, declared=True), "ipmp0")
+    gw6 = ipaddress.ip_address("2001:db8:1::1")
+    led.learn(OwnedRoute(RouteKey(6, 254, ipaddress.ip_network("::/0"), 0, 0), gw6, None, declared=True),
+              "ipmp0")
+    out = settle(led, view([ETH0, ETH1], spreading=False, on_link=lambda ip: "eth1"))
+    assert {a.path.family: a.members for a in out if isinstance(a, SetPath)} == {4: (ETH0,), 6: (ETH1,)}

@@ -37,7 +37,6 @@ from .log import event
 # Message types and the multicast group (include/uapi/linux/rtnetlink.h).
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEXTHOP, RTM_DELNEXTHOP, RTM_GETNEXTHOP = 104, 105, 106
-RTNLGRP_NEXTHOP = 32
 
 # mpathd's routing protocol number, in rtm_protocol and nh_protocol of what it
 # creates, so that `ip route` / `ip nexthop` show whose it is and a restart
@@ -47,7 +46,7 @@ RTNLGRP_NEXTHOP = 32
 # given to iproute2 by contrib/iproute2/rt_protos.d/mpathd.conf.
 RTPROT_MPATHD = 117
 
-NEXTHOP_GRP_TYPE_MPATH, NEXTHOP_GRP_TYPE_RES = 0, 1
+NEXTHOP_GRP_TYPE_RES = 1
 RTNH_F_ONLINK = 4
 USER_HZ = 100              # clock_t unit of the resilient group timers
 
@@ -346,15 +345,6 @@ class KernelRoute:
         flag = self.onlink if onlink is None else onlink
         return self._message(self._attrs() + path, RTNH_F_ONLINK if flag else 0)
 
-    def as_installed(self) -> "rawrtmsg":
-        """The request that re-installs this route exactly as it was read."""
-        path = [(k, v) for k, v in ((RTA_NH_ID, None if self.nhid is None else struct.pack('=I', self.nhid)),
-                                    (RTA_OIF, None if self.oif is None else struct.pack('=I', self.oif)),
-                                    (RTA_GATEWAY, None if self.gateway is None
-                                     else socket.inet_pton(self.family, self.gateway)),
-                                    (RTA_VIA, self.via), (RTA_MULTIPATH, self.multipath)) if v is not None]
-        return self._message(self._attrs() + path, self.flags & _RTM_FLAGS_SENT)
-
 
 def _key_message(key: RouteKey) -> "rawrtmsg":
     msg = rawrtmsg()
@@ -451,8 +441,8 @@ class KernelRoutes:
         return [nh for nh in found if protocol is None or nh.protocol == protocol]
 
     def install(self, request: rawrtmsg) -> None:
-        """Send a request made by KernelRoute.via_nexthop / via_gateway /
-        as_installed, as create-or-replace."""
+        """Send a request made by KernelRoute.via_nexthop or via_gateway, as
+        create-or-replace."""
         self._request(request, RTM_NEWROUTE, _REPLACE)
 
     def routes(self, family: int, table: int | None = None, oif: int | None = None) -> list[KernelRoute]:
@@ -480,7 +470,6 @@ class KernelRoutes:
 _RTN_UNICAST, _TABLE_LOCAL = 1, 255
 _NOT_OWNED_PROTOCOLS = frozenset({1, 2, 9})          # redirect, kernel, ra
 _RT_SCOPE_UNIVERSE, _RT_SCOPE_LINK = 0, 253
-_RTPROT_STATIC = 4
 _RTAX = {name: kind for kind, name in RTAX_NAMES.items()}
 _RTAX_LOCK_MTU = 1 << RTAX_MTU
 _PREF = {"low": 3, "medium": 0, "high": 1}           # ICMPV6_ROUTER_PREF_*

@@ -620,6 +620,8 @@ class Core:
                             f"the active interfaces of group {g.name}", Kind.ROUTE_ADOPTED, g.name, route.home)
 
     def _route_removed(self, key, by_kernel: bool) -> None:
+        if key not in self.routes.routes:
+            return                                    # not one of ours (a prefix route, say)
         if by_kernel:
             # The kernel dropped it as the effect of something it tells
             # next (a NIC's carrier, within microseconds): put it back once
@@ -649,7 +651,8 @@ class Core:
         return [GroupView(g.name, g.cfg.spreading,
                           tuple((n.name, n.index) for n in g.nics if n.active and n.present),  # type: ignore[misc]
                           holder, on_link(g),
-                          frozenset(n.name for n in g.nics if n.present and n.health.link.state == LinkState.UP))
+                          frozenset(n.name for n in g.nics if n.present and n.health.link.state == LinkState.UP),
+                          frozenset(n.name for n in g.nics))
                 for g in self.groups]
 
     def _forget_routes(self, ifname: str) -> None:

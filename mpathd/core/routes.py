@@ -48,6 +48,7 @@ class GroupView(NamedTuple):
     holder: Callable[[str, int], str | None]     # (home NIC, family) -> NIC holding its addresses
     on_link: Callable[[IP], str | None]          # router -> NIC holding a data address on its prefix
     linked: frozenset[str] = frozenset()         # NICs with carrier (in a group failure, routes stay there)
+    nics: frozenset[str] = frozenset()           # every member
 
 
 def spreads(route: OwnedRoute, group: GroupView) -> bool:
@@ -61,7 +62,12 @@ def spreads(route: OwnedRoute, group: GroupView) -> bool:
 
 
 def path_of(route: OwnedRoute, group: GroupView) -> PathKey:
-    return PathKey(group.name, route.family, route.gateway, None if spreads(route, group) else route.home)
+    """Spread routes share their router's path (home None); any other goes
+    by one NIC, chosen from its home ("" for a declared route without `dev`:
+    the first that fits)."""
+    if spreads(route, group):
+        return PathKey(group.name, route.family, route.gateway, None)
+    return PathKey(group.name, route.family, route.gateway, route.home or "")
 
 
 def members_of(path: PathKey, group: GroupView) -> Members | None:
@@ -231,9 +237,12 @@ class RouteLedger:
                 path = path_of(route, g)
                 if path not in wanted:
                     want = members_of(path, g)
-                    if want is None:                     # group failure: nothing moves, and what
-                        want = self.paths.get(path) or tuple(   # the kernel flushed goes back on
-                            m for m in self.last.get(path, ()) if m[0] in g.linked) or None  # a linked NIC
+                    if want is None:
+                        # a group failure: nothing moves, but a NIC that left the group
+                        # carries none of its routes, and what the kernel flushed goes
+                        # back on the members with carrier
+                        want = (tuple(m for m in self.paths.get(path, ()) if m[0] in g.nics)
+                                or tuple(m for m in self.last.get(path, ()) if m[0] in g.linked) or None)
                     if want is None:
                         continue
                     wanted[path] = want
@@ -256,6 +265,8 @@ class RouteLedger:
         for path in [p for p in self.paths if p not in wanted]:
             del self.paths[path]
             self.last.pop(path, None)
+            for k in [k for k, p in self.installed.items() if p == path]:
+                del self.installed[k]          # the kernel deletes the routes with the group
             if path.gateway is not None:
                 out.append(DropPath(path))
         return out

@@ -25,6 +25,7 @@ from .core.events import (ActionFailed, AddAddress, Announce, ArpGuarded, Config
                           ReleaseInterface, RemoveAddress, RestoreRoute, Resynced, SendProbe, SetLinkUp, SetPath,
                           Started, StartProbing, StateChanged, StopProbing, Tick)
 from .adapters.carrier import CarrierReader
+from .adapters.kernel import NoSuchInterface
 from .adapters.log import emit, event, fields, log, setup
 from .core import timing
 from .core.catalogue import Kind
@@ -160,17 +161,17 @@ class Daemon:
 
     def _netlink(self) -> None:
         link_event = False
-        for event in self.kernel.read():
-            link_event = link_event or isinstance(event, (LinkChanged, LinkRemoved))
-            self._from_kernel(event)
+        for news in self.kernel.read():
+            link_event = link_event or isinstance(news, (LinkChanged, LinkRemoved))
+            self._from_kernel(news)
         if link_event:
             # linkwatch may be holding back another NIC's carrier event
             self._read_carrier()
 
     def _read_carrier(self) -> None:
         self._carrier_due = time.monotonic() + timing.CARRIER_POLL_S
-        for event in self.carrier.losses(self.core.with_carrier()):
-            self._from_kernel(event)
+        for loss in self.carrier.losses(self.core.with_carrier()):
+            self._from_kernel(loss)
 
     def _from_kernel(self, event: Event) -> None:
         """A link or address event, from netlink or the carrier bit: a NIC
@@ -310,7 +311,7 @@ class Daemon:
         """Did the action fail because a NIC of it is down or gone? The
         error says so, or the NIC has no carrier now (the kernel says
         EINVAL for an IPv6 nexthop on a NIC that is down)."""
-        if isinstance(e, LookupError) or getattr(e, "code", getattr(e, "errno", None)) in _NIC_DOWN:
+        if isinstance(e, NoSuchInterface) or getattr(e, "code", getattr(e, "errno", None)) in _NIC_DOWN:
             return True
         nics = [action.ifname] if hasattr(action, "ifname") else [n for n, _ in getattr(action, "members", ())]
         return any(self.kernel.down(n) for n in nics)

@@ -123,6 +123,10 @@ def _usable(msg) -> bool:
     return not flags & (_IFA_F_TENTATIVE | _IFA_F_DADFAILED)
 
 
+class NoSuchInterface(LookupError):
+    """An action names a NIC the kernel no longer has (it is going away)."""
+
+
 class Kernel:
     def __init__(self) -> None:
         self.ipr = IPRoute()
@@ -274,7 +278,7 @@ class Kernel:
         for idx, name in self.names.items():
             if name == ifname:
                 return idx
-        raise LookupError(f"no interface {ifname}")
+        raise NoSuchInterface(f"no interface {ifname}")
 
     def down(self, ifname: str) -> bool:
         """Has the NIC no carrier, or is it gone, right now? (Asked after a

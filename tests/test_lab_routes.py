@@ -57,6 +57,16 @@ def add_routes(lab, *extra: str) -> None:
     lab.sh("host", "ip", "route", "add", STATIC, "via", ROUTER4, "dev", "eth0", *extra)
 
 
+def pair_with_routes(make_lab):
+    """The link-only pair, with the default and static routes through eth0
+    added and owned (spread over both NICs)."""
+    lab = make_lab(nics=2)
+    d = lab.start_daemon(LINK_PAIR_GROUP)
+    add_routes(lab)
+    settle(lab, {"default": BOTH, STATIC: BOTH})
+    return lab, d
+
+
 def holders_are(lab, want: dict[str, list[str]], timeout=SETTLE) -> None:
     deadline = time.monotonic() + timeout
     while (now := {a: lab.holders(a) for a in want}) != want:
@@ -83,10 +93,7 @@ def test_routes_survive_a_nic_removed_or_set_down_and_come_back(make_lab, how):
     """The kernel flushes every route and nexthop of a NIC that is removed
     or set down; mpathd rebuilds them on the survivor, and on both NICs
     after the re-plug or link-up."""
-    lab = make_lab(nics=2)
-    lab.start_daemon(LINK_PAIR_GROUP)
-    add_routes(lab)
-    settle(lab, {"default": BOTH, STATIC: BOTH})
+    lab, _ = pair_with_routes(make_lab)
     lab.assert_reach_far(DATA)
 
     link_fault(lab, how, "eth0")
@@ -212,10 +219,7 @@ groups:
 def test_a_reload_that_changes_a_prefix_keeps_the_routes(make_lab):
     """A new prefix is a delete and an add: the kernel drops what depended
     on the old address."""
-    lab = make_lab(nics=2)
-    d = lab.start_daemon(LINK_PAIR_GROUP)
-    add_routes(lab)
-    settle(lab, {"default": BOTH, STATIC: BOTH})
+    lab, d = pair_with_routes(make_lab)
     d.write_config(LINK_PAIR_GROUP.replace("192.0.2.100/24", "192.0.2.100/25"))
     d.ctl("reload")
     holders_are(lab, {"192.0.2.100/25": ["eth0"]})
@@ -224,10 +228,7 @@ def test_a_reload_that_changes_a_prefix_keeps_the_routes(make_lab):
 
 
 def test_kill_9_in_the_middle_of_a_move_then_a_restart(make_lab):
-    lab = make_lab(nics=2)
-    d = lab.start_daemon(LINK_PAIR_GROUP)
-    add_routes(lab)
-    settle(lab, {"default": BOTH, STATIC: BOTH})
+    lab, d = pair_with_routes(make_lab)
     lab.cut("eth0")
     d.stop(signal.SIGKILL)
     d = lab.start_daemon(LINK_PAIR_GROUP)
@@ -359,10 +360,7 @@ def test_a_restart_keeps_the_routes_of_a_nic_that_left_the_group(make_lab):
     """The routes point at the earlier run's nexthops; eth0, their first
     member, is in no group now: the restart must not delete them with those
     nexthops, but give them back to eth0 as plain routes (as a reload does)."""
-    lab = make_lab(nics=2)
-    d = lab.start_daemon(LINK_PAIR_GROUP)
-    add_routes(lab)
-    settle(lab, {"default": BOTH, STATIC: BOTH})
+    lab, d = pair_with_routes(make_lab)
     d.stop(signal.SIGTERM)
     d = lab.start_daemon("groups:\n  ipmp0:\n    interfaces:\n      eth1: {data: [192.0.2.101/24]}\n")
     d.wait_log("nexthops an earlier mpathd left unused")
@@ -374,10 +372,7 @@ def test_a_restart_keeps_the_routes_of_a_nic_that_left_the_group(make_lab):
 
 
 def test_a_nic_that_leaves_the_group_by_reload_keeps_no_nexthop_of_mpathd(make_lab):
-    lab = make_lab(nics=2)
-    d = lab.start_daemon(LINK_PAIR_GROUP)
-    add_routes(lab)
-    settle(lab, {"default": BOTH, STATIC: BOTH})
+    lab, d = pair_with_routes(make_lab)
     d.write_config("groups:\n  ipmp0:\n    interfaces:\n      eth0: {data: [192.0.2.100/24]}\n")
     d.ctl("reload")
     settle(lab, {"default": ["eth0"], STATIC: ["eth0"]})
